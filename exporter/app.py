@@ -1,0 +1,212 @@
+"""The aiohttp application: routes and the thin glue between the pipeline stages.
+
+request → verify (size, content type, signature) → parse (typed event)
+        → track (dedupe, ordering) → record (metrics)
+
+Handlers here only move data between those modules and turn a ``Rejected``
+into its JSON 4xx answer; the rules live in the modules themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+
+from . import signature
+from .calls import CallTracker
+from .config import Config, LimitsConfig
+from .errors import Outcome, Rejected
+from .logs import EVENT_LOGGER, level_number
+from .metrics import CALL_ENDPOINTS, ExporterMetrics
+from .payloads import FORM, collect_fields, decode_pairs, decode_query, parse_call_event
+
+log = logging.getLogger(__name__)
+event_log = logging.getLogger(EVENT_LOGGER)
+
+
+@dataclass(slots=True)
+class Exporter:
+    """Everything a request needs, built once per application."""
+
+    config: Config
+    registry: CollectorRegistry
+    metrics: ExporterMetrics
+    tracker: CallTracker
+    event_level: int
+
+
+EXPORTER = web.AppKey("exporter", Exporter)
+
+
+# --- verify ------------------------------------------------------------------------------
+
+async def read_body(request: web.Request, limits: LimitsConfig) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to be too large.
+
+    Content-Length is checked before reading anything; a chunked body is cut off
+    at the limit. A client that stalls gets 408 after the read timeout.
+    """
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        raise Rejected(413, "too_large", f"body larger than {limits.max_body_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(limits.read_timeout_seconds):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise Rejected(413, "too_large",
+                                   f"body larger than {limits.max_body_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Rejected(408, "timeout", "timed out reading the request body") from None
+    return b"".join(chunks)
+
+
+def check_signature(request: web.Request, config: Config, body: bytes,
+                    form_pairs: list[tuple[str, str]] | None) -> None:
+    sig = config.signature
+    if not sig.signing_keys:
+        return
+    url = signature.request_url(
+        path_qs=request.raw_path, scheme=request.scheme, host=request.host,
+        public_base_url=sig.public_base_url,
+        trust_forwarded_headers=sig.trust_forwarded_headers,
+        forwarded_proto=request.headers.get("X-Forwarded-Proto"),
+        forwarded_host=request.headers.get("X-Forwarded-Host"))
+    if not signature.verify(sig.signing_keys, url, request.headers,
+                            body=body, form_pairs=form_pairs):
+        raise Rejected(403, "unauthorized", "missing or invalid request signature")
+
+
+async def read_fields(request: web.Request, config: Config) -> dict[str, str]:
+    """Verified, decoded fields of one callback request (body, or query in GET mode)."""
+    limits = config.limits
+    if request.method == "GET":
+        body = b""
+        pairs = decode_query(request.rel_url.raw_query_string, max_fields=limits.max_fields)
+        form_pairs = None
+    else:
+        body = await read_body(request, limits)
+        content_type = request.content_type if body or request.content_length else ""
+        pairs = decode_pairs(content_type, body, max_fields=limits.max_fields,
+                             raw_content_type=request.headers.get("Content-Type", ""))
+        form_pairs = pairs if content_type in (FORM, "") else None
+    check_signature(request, config, body, form_pairs)
+    return collect_fields(pairs, max_fields=limits.max_fields,
+                          max_field_length=limits.max_field_length)
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+def rejection(exporter: Exporter, endpoint: str, exc: Rejected) -> web.Response:
+    exporter.metrics.callback(endpoint, exc.outcome)
+    level = logging.WARNING if exc.outcome == "unauthorized" else logging.INFO
+    log.log(level, "callback rejected", extra={"fields": {
+        "endpoint": endpoint, "outcome": exc.outcome, "status": exc.status,
+        "reason": exc.message}})
+    return web.json_response({"error": exc.message}, status=exc.status)
+
+
+def call_callback(endpoint: str) -> web.Handler:
+    """Handler for a call status endpoint (``voice`` or ``inbound``)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        exporter = request.app[EXPORTER]
+        if request.method not in ("POST", "GET"):
+            return rejection(exporter, endpoint, Rejected(
+                405, "method_not_allowed", f"use POST (or GET) for /callbacks/{endpoint}"))
+        try:
+            fields = await read_fields(request, exporter.config)
+            event = parse_call_event(fields, endpoint)
+        except Rejected as exc:
+            return rejection(exporter, endpoint, exc)
+
+        decision, departed = exporter.tracker.track(event, asyncio.get_running_loop().time())
+        if departed:
+            exporter.metrics.record_departed(departed)
+        outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
+        if not decision.duplicate:
+            exporter.metrics.record_call(event, decision)
+        exporter.metrics.callback(endpoint, outcome)
+        if event_log.isEnabledFor(exporter.event_level):
+            event_log.log(exporter.event_level, "call status", extra={"fields": {
+                "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
+                "status": event.status, "direction": decision.direction,
+                "sequence": event.sequence_number, "late": decision.late,
+                "final": decision.final_status,
+                "timestamp": event.timestamp.isoformat() if event.timestamp else None}})
+        return web.Response(status=200)
+
+    return handle
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    response = web.Response(body=encoder(request.app[EXPORTER].registry))
+    response.headers["Content-Type"] = content_type
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(text=(
+        "signalwire-exporter\n\n"
+        "GET  /metrics           Prometheus metrics\n"
+        "GET  /healthz           liveness\n"
+        "POST /callbacks/voice   voice status callbacks\n"
+        "POST /callbacks/inbound incoming-number status callbacks\n"))
+
+
+# --- background --------------------------------------------------------------------------
+
+async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
+    """Expire calls that outlive the TTL even when no traffic arrives."""
+    exporter = app[EXPORTER]
+    loop = asyncio.get_running_loop()
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(exporter.config.tracking.sweep_interval_seconds)
+            exporter.metrics.record_departed(exporter.tracker.expire(loop.time()))
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# --- factory -------------------------------------------------------------------------------
+
+def create_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
+    """Build the application; each app gets its own registry unless one is given."""
+    disable_created_metrics()  # *_created series double the output and serve no query
+    registry = registry if registry is not None else CollectorRegistry()
+    tracker = CallTracker(config.tracking.max_calls, config.tracking.call_ttl_seconds)
+    exporter = Exporter(
+        config=config, registry=registry,
+        metrics=ExporterMetrics(registry, config.buckets, tracker.__len__),
+        tracker=tracker, event_level=level_number(config.logging.event_level))
+
+    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    app[EXPORTER] = exporter
+    app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    for endpoint in CALL_ENDPOINTS:
+        app.router.add_route("*", f"/callbacks/{endpoint}", call_callback(endpoint))
+    app.cleanup_ctx.append(sweep_expired)
+    return app

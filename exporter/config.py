@@ -1,0 +1,312 @@
+"""Configuration: YAML file → validated, frozen dataclasses.
+
+Every key has a default, so the exporter runs with no file at all. Validation
+collects *all* problems and names each key, so `check-config` can print them
+in one go instead of making the user fix one error per run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ENV_CONFIG_PATH = "SIGNALWIRE_EXPORTER_CONFIG"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each naming its key."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureConfig:
+    signing_keys: tuple[str, ...] = ()
+    public_base_url: str | None = None
+    trust_forwarded_headers: bool = False
+
+    def __repr__(self) -> str:  # never print the keys themselves
+        return (
+            f"SignatureConfig(signing_keys=<{len(self.signing_keys)} hidden>, "
+            f"public_base_url={self.public_base_url!r}, "
+            f"trust_forwarded_headers={self.trust_forwarded_headers!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_body_bytes: int = 65536
+    max_fields: int = 200
+    max_field_length: int = 4096
+    read_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingConfig:
+    max_calls: int = 100_000
+    call_ttl_seconds: float = 6 * 3600.0
+    sweep_interval_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BucketsConfig:
+    call_duration_seconds: tuple[float, ...] = (
+        5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
+    )
+    mos: tuple[float, ...] = (1.0, 2.0, 2.5, 3.1, 3.5, 3.7, 4.0, 4.2, 4.4, 5.0)
+    jitter_seconds: tuple[float, ...] = (
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5,
+    )
+    packet_loss_ratio: tuple[float, ...] = (
+        0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0,
+    )
+    post_dial_delay_seconds: tuple[float, ...] = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60)
+    time_to_answer_seconds: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
+    event_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: str = "0.0.0.0:9880"
+    signature: SignatureConfig = field(default_factory=SignatureConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    buckets: BucketsConfig = field(default_factory=BucketsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (IPv6 as ``[::1]:9880``); raise ValueError if malformed."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {listen!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
+
+
+def expand_env(value: Any, environ: Mapping[str, str], path: str, errors: list[str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, so secrets stay out of files."""
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            errors.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, environ, f"{path}.{k}" if path else str(k), errors)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, environ, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    return value
+
+
+# --- value checkers: each returns the converted value or raises ValueError ---------
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ValueError("must be true or false")
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a positive integer")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be a positive integer") from None
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a positive number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a positive number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _buckets(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of numbers")
+    try:
+        bounds = tuple(_finite(v) for v in value)
+    except ValueError:
+        raise ValueError("must be a non-empty list of finite numbers") from None
+    if any(b >= a for a, b in zip(bounds[1:], bounds, strict=False)):
+        raise ValueError("bucket bounds must be strictly increasing")
+    return bounds
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return tuple(v for v in value if v)
+
+
+def _optional_url(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+        raise ValueError("must be an http(s) URL such as https://metrics.example.com")
+    return value.rstrip("/")
+
+
+def _listen(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string HOST:PORT")
+    split_listen(value)
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value.lower()
+
+    return check
+
+
+_CHECKERS: dict[str, Callable[[Any], Any]] = {
+    "listen": _listen,
+    "signature.signing_keys": _string_list,
+    "signature.public_base_url": _optional_url,
+    "signature.trust_forwarded_headers": _bool,
+    "limits.max_body_bytes": _positive_int,
+    "limits.max_fields": _positive_int,
+    "limits.max_field_length": _positive_int,
+    "limits.read_timeout_seconds": _positive_float,
+    "tracking.max_calls": _positive_int,
+    "tracking.call_ttl_seconds": _positive_float,
+    "tracking.sweep_interval_seconds": _positive_float,
+    "logging.level": _choice(LOG_LEVELS),
+    "logging.format": _choice(LOG_FORMATS),
+    "logging.event_level": _choice(LOG_LEVELS),
+}
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: Any, path: str, errors: list[str]) -> T:
+    """Build dataclass ``cls`` from a mapping, collecting one error per bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{path or 'config'}: must be a mapping")
+        return cls()
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            errors.append(f"{key_path}: unknown key")
+            continue
+        default = getattr(cls(), key)
+        if is_dataclass(default):
+            kwargs[key] = _build(type(default), value, key_path, errors)
+            continue
+        checker = _CHECKERS.get(key_path) or (_buckets if path == "buckets" else None)
+        if checker is None:  # pragma: no cover - every leaf key has a checker
+            errors.append(f"{key_path}: no validator")
+            continue
+        try:
+            kwargs[key] = checker(value)
+        except ValueError as exc:
+            errors.append(f"{key_path}: {exc}")
+    return cls(**kwargs)
+
+
+def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    data = expand_env(data, os.environ if environ is None else environ, "", errors)
+    config = _build(Config, data, "", errors)
+    if not errors:
+        missing = [b for b in (3.1, 3.5, 3.7, 4.2) if b not in config.buckets.mos]
+        if missing:
+            errors.append(
+                "buckets.mos: must include the quality tiers 3.1, 3.5, 3.7 and 4.2 "
+                f"(missing {', '.join(map(str, missing))})"
+            )
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or $SIGNALWIRE_EXPORTER_CONFIG); no path at all means defaults."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        path = env.get(ENV_CONFIG_PATH) or None
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+    return parse_config(data, env)

@@ -1,0 +1,195 @@
+"""Record: Decisions → prometheus-client metrics.
+
+Every label value used here comes from a fixed set (statuses, directions,
+endpoints, outcomes, a list of SIP codes), so the number of series is bounded
+whatever the provider or an attacker sends. Children for the status/direction
+series are created up front: a series that exists at 0 before its first event
+lets ``rate()`` and ``increase()`` see that first event, and the hot path then
+only looks a child up in a dict instead of calling ``.labels()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import __version__
+from .calls import Decision, Departed
+from .config import BucketsConfig
+from .errors import OUTCOMES
+from .payloads import CALL_STATUSES, DIRECTIONS, FINAL_CALL_STATUSES, CallEvent
+
+CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound")
+ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription")
+
+# Final SIP responses worth telling apart; anything else is "other" (label stays bounded).
+SIP_CODES: frozenset[int] = frozenset((
+    200, 300, 301, 302, 380,
+    400, 401, 402, 403, 404, 405, 406, 407, 408, 410, 413, 414, 415, 416, 420, 421,
+    423, 433, 480, 481, 482, 483, 484, 485, 486, 487, 488, 489, 491, 493, 494,
+    500, 501, 502, 503, 504, 505, 513, 580,
+    600, 603, 604, 606, 607, 608,
+))
+
+_JITTER_UNIT = 0.001  # AudioInJitter*Variance arrive in milliseconds (reference §2)
+
+
+def sip_labels(code: int) -> tuple[str, str]:
+    """(code, class) label values for a SIP response code, both from a fixed set."""
+    return (str(code) if code in SIP_CODES else "other"), f"{code // 100}xx"
+
+
+class ExporterMetrics:
+    """All metrics of one exporter instance, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: BucketsConfig,
+                 tracked_calls: Callable[[], int]) -> None:
+        def counter(name: str, doc: str, labels: Iterable[str]) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, ["direction"], buckets=bounds, registry=registry)
+
+        self.status_events = counter(
+            "signalwire_call_status_events_total",
+            "Call status changes received; each (CallSid, SequenceNumber, status) once.",
+            ("status", "direction"))
+        self.calls = counter(
+            "signalwire_calls_total",
+            "Calls that reached a final status, counted once per call.",
+            ("status", "direction"))
+        self.in_progress = Gauge(
+            "signalwire_calls_in_progress", "Calls answered and not yet final.",
+            ["direction"], registry=registry)
+        self.duration = histogram(
+            "signalwire_call_duration_seconds", "CallDuration of completed calls.",
+            buckets.call_duration_seconds)
+        self.mos = histogram(
+            "signalwire_call_mos",
+            "AudioInMos (mean opinion score, 1-5) of calls that report it, once per call.",
+            buckets.mos)
+        self.jitter_max = histogram(
+            "signalwire_call_jitter_max_seconds",
+            "AudioInJitterMaxVariance of calls that report quality, in seconds.",
+            buckets.jitter_seconds)
+        self.jitter_min = histogram(
+            "signalwire_call_jitter_min_seconds",
+            "AudioInJitterMinVariance of calls that report quality, in seconds.",
+            buckets.jitter_seconds)
+        self.packet_loss = histogram(
+            "signalwire_call_packet_loss_ratio",
+            "Inbound audio packet loss per call: skipped / (received + skipped).",
+            buckets.packet_loss_ratio)
+        self.audio_packets = counter(
+            "signalwire_call_audio_in_packets_total",
+            "Inbound audio packets of calls that report quality, by result "
+            "(received, lost = skipped, discarded = flushed from the jitter buffer).",
+            ("direction", "result"))
+        self.post_dial_delay = histogram(
+            "signalwire_call_post_dial_delay_seconds",
+            "Post-dial delay: initiated to ringing, from the events' Timestamps (1 s resolution).",
+            buckets.post_dial_delay_seconds)
+        self.time_to_answer = histogram(
+            "signalwire_call_time_to_answer_seconds",
+            "Ringing to answered (in-progress), from the events' Timestamps (1 s resolution).",
+            buckets.time_to_answer_seconds)
+        self.sip_responses = counter(
+            "signalwire_call_sip_responses_total",
+            "SIP final response to the INVITE, once per call; uncommon codes as code=\"other\".",
+            ("direction", "code", "class"))
+        self.expired = counter(
+            "signalwire_calls_expired_total",
+            "Calls dropped from tracking without a final status "
+            "(reason: ttl = too old, capacity = store full).",
+            ("direction", "reason"))
+        self.callbacks = counter(
+            "signalwire_exporter_callbacks_total",
+            "Requests to callback endpoints by outcome.", ("endpoint", "outcome"))
+        self.late_events = counter(
+            "signalwire_exporter_late_events_total",
+            "Events that arrived after a newer event of the same call (counted, not applied).",
+            ("endpoint",))
+        self.timestamp_errors = counter(
+            "signalwire_exporter_timestamp_errors_total",
+            "Callbacks whose Timestamp could not be parsed (receive time not used for delays).",
+            ("endpoint",))
+        tracked = Gauge("signalwire_exporter_tracked_calls",
+                        "Calls currently held in the per-call tracking store.",
+                        registry=registry)
+        tracked.set_function(lambda: float(tracked_calls()))
+        info = Gauge("signalwire_exporter_build_info",
+                     "Always 1; the exporter version as a label.", ["version"],
+                     registry=registry)
+        info.labels(__version__).set(1)
+
+        self._status_events = {(s, d): self.status_events.labels(s, d)
+                               for s in CALL_STATUSES for d in DIRECTIONS}
+        self._calls = {(s, d): self.calls.labels(s, d)
+                       for s in sorted(FINAL_CALL_STATUSES) for d in DIRECTIONS}
+        self._in_progress = {d: self.in_progress.labels(d) for d in DIRECTIONS}
+        self._callbacks = {(e, o): self.callbacks.labels(e, o)
+                           for e in CALL_ENDPOINTS for o in OUTCOMES}
+        for direction in DIRECTIONS:
+            for hist in (self.duration, self.mos, self.jitter_max, self.jitter_min,
+                         self.packet_loss, self.post_dial_delay, self.time_to_answer):
+                hist.labels(direction)
+            for reason in ("ttl", "capacity"):
+                self.expired.labels(direction, reason)
+        for endpoint in CALL_ENDPOINTS:
+            self.late_events.labels(endpoint)
+            self.timestamp_errors.labels(endpoint)
+
+    def callback(self, endpoint: str, outcome: str) -> None:
+        child = self._callbacks.get((endpoint, outcome))
+        if child is None:
+            child = self._callbacks[(endpoint, outcome)] = self.callbacks.labels(endpoint, outcome)
+        child.inc()
+
+    def record_call(self, event: CallEvent, decision: Decision) -> None:
+        """Record one non-duplicate call event."""
+        direction = decision.direction
+        self._status_events[(event.status, direction)].inc()
+        if event.timestamp_invalid:
+            self.timestamp_errors.labels(event.endpoint).inc()
+        if decision.late:
+            self.late_events.labels(event.endpoint).inc()
+        if decision.final_status is not None:
+            self._calls[(decision.final_status, direction)].inc()
+        if decision.in_progress_delta:
+            self._in_progress[direction].inc(decision.in_progress_delta)
+        if decision.observe_duration and event.call_duration is not None:
+            self.duration.labels(direction).observe(event.call_duration)
+        if decision.observe_quality:
+            self._record_quality(event, direction)
+        if decision.observe_sip and event.sip_result_code is not None:
+            self.sip_responses.labels(direction, *sip_labels(event.sip_result_code)).inc()
+        if decision.post_dial_delay is not None:
+            self.post_dial_delay.labels(direction).observe(decision.post_dial_delay)
+        if decision.time_to_answer is not None:
+            self.time_to_answer.labels(direction).observe(decision.time_to_answer)
+
+    def _record_quality(self, event: CallEvent, direction: str) -> None:
+        if event.audio_in_mos:
+            self.mos.labels(direction).observe(event.audio_in_mos)
+        if event.audio_in_jitter_max_variance is not None:
+            self.jitter_max.labels(direction).observe(
+                event.audio_in_jitter_max_variance * _JITTER_UNIT)
+        if event.audio_in_jitter_min_variance is not None:
+            self.jitter_min.labels(direction).observe(
+                event.audio_in_jitter_min_variance * _JITTER_UNIT)
+        loss = event.packet_loss_ratio
+        if loss is not None:
+            self.packet_loss.labels(direction).observe(loss)
+        for result, count in (("received", event.audio_in_media_packet_count),
+                              ("lost", event.audio_in_skip_packet_count),
+                              ("discarded", event.audio_in_flush_packet_count)):
+            if count:
+                self.audio_packets.labels(direction, result).inc(count)
+
+    def record_departed(self, departed: Iterable[Departed]) -> None:
+        for call in departed:
+            if call.was_in_progress:
+                self._in_progress[call.direction].dec()
+            if call.unfinished:
+                self.expired.labels(call.direction, call.reason).inc()

@@ -1,0 +1,347 @@
+"""Parse: raw callback bodies → field mappings → typed events.
+
+Everything the provider sends is a string; this module is the one place that
+turns those strings into numbers, datetimes and checked enum values, so no
+later stage ever sees a raw payload. Bad values in fields the metrics use are
+refused with a 400 naming the field; fields the metrics do not use are parsed
+leniently so a provider quirk there never costs us a callback.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .errors import Rejected, invalid
+
+CALL_STATUSES: tuple[str, ...] = (
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+    "unknown",
+)
+FINAL_CALL_STATUSES: frozenset[str] = frozenset(
+    ("completed", "busy", "failed", "no-answer", "canceled")
+)
+DIRECTIONS: tuple[str, ...] = ("inbound", "outbound-api", "outbound-dial", "unknown")
+
+_STATUS_ALIASES = {"answered": "in-progress"}
+_KNOWN_STATUSES = frozenset(CALL_STATUSES) - {"unknown"}
+_KNOWN_DIRECTIONS = frozenset(DIRECTIONS) - {"unknown"}
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+CONTENT_TYPES = (FORM, JSON, MULTIPART)
+
+
+# --- bodies → fields ---------------------------------------------------------------
+
+def decode_pairs(content_type: str, body: bytes, *, max_fields: int,
+                 raw_content_type: str = "") -> list[tuple[str, str]]:
+    """Decode a callback body into (name, value) pairs, in body order.
+
+    ``content_type`` is the bare media type; ``raw_content_type`` the full header
+    (multipart needs its boundary parameter). Pairs, not a dict: the form
+    signature covers every occurrence of a repeated name.
+    """
+    if content_type == FORM or (not body and content_type in ("", "application/octet-stream")):
+        return _form_pairs(body, max_fields)
+    if content_type == JSON:
+        return _json_pairs(body, max_fields)
+    if content_type == MULTIPART:
+        return _multipart_pairs(body, raw_content_type, max_fields)
+    raise Rejected(415, "unsupported",
+                   f"unsupported content type {content_type[:60]!r}; send {FORM} or {JSON}")
+
+
+def decode_query(raw_query: str, *, max_fields: int) -> list[tuple[str, str]]:
+    """Pairs of the provider's GET mode, where everything travels in the query string."""
+    return _form_pairs(raw_query.encode("utf-8", "surrogateescape"), max_fields)
+
+
+def collect_fields(pairs: list[tuple[str, str]], *, max_fields: int,
+                   max_field_length: int) -> dict[str, str]:
+    """Pairs → ``{name: value}`` within the limits; the first of repeated names wins."""
+    if len(pairs) > max_fields:
+        raise invalid(f"too many fields (limit {max_fields})")
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if len(value) > max_field_length or len(name) > max_field_length:
+            raise invalid(f"field {name[:64]!r} is longer than {max_field_length} characters")
+        fields.setdefault(name, value)
+    return fields
+
+
+def _form_pairs(body: bytes, max_fields: int) -> list[tuple[str, str]]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("body is not valid UTF-8") from None
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields,
+                         errors="strict")
+    except UnicodeDecodeError:
+        raise invalid("form field is not valid UTF-8 after percent-decoding") from None
+    except ValueError:
+        raise invalid(f"too many fields (limit {max_fields})") from None
+
+
+def _json_pairs(body: bytes, max_fields: int) -> list[tuple[str, str]]:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise invalid("body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise invalid("JSON body must be an object of callback fields")
+    if len(document) > max_fields:
+        raise invalid(f"too many fields (limit {max_fields})")
+    pairs: list[tuple[str, str]] = []
+    for name, value in document.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            pairs.append((name, "true" if value else "false"))
+        elif isinstance(value, str):
+            pairs.append((name, value))
+        elif isinstance(value, int | float):
+            pairs.append((name, repr(value)))
+        else:
+            raise invalid(f"field {name[:64]!r} must be a string or a number")
+    return pairs
+
+
+def _multipart_pairs(body: bytes, raw_content_type: str,
+                     max_fields: int) -> list[tuple[str, str]]:
+    if "boundary=" not in raw_content_type:
+        raise invalid("multipart body without a boundary")
+    head = f"Content-Type: {raw_content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise invalid("malformed multipart body")
+    pairs: list[tuple[str, str]] = []
+    for part in message.iter_parts():
+        if len(pairs) >= max_fields:
+            raise invalid(f"too many fields (limit {max_fields})")
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            raise invalid("multipart part without a field name")
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            raise invalid(f"field {name[:64]!r} is not a plain value")
+        try:
+            pairs.append((name, payload.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise invalid(f"field {name[:64]!r} is not valid UTF-8") from None
+    return pairs
+
+
+# --- value converters ----------------------------------------------------------------
+
+def _int(text: str) -> int:
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError("negative")
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text.strip())
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("not a finite non-negative number")
+    return value
+
+
+def _mos(text: str) -> float:
+    value = _float(text)
+    if value > 5:
+        raise ValueError("MOS is on a 1-5 scale")
+    return value
+
+
+def _sip_code(text: str) -> int:
+    value = int(text.strip())
+    if not 100 <= value <= 699:
+        raise ValueError("SIP response codes are 100-699")
+    return value
+
+
+_MONTH = re.compile(r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?",
+                    re.IGNORECASE)
+_WEEKDAY = re.compile(r"^\s*[A-Za-z]+\.?,?\s+(?=\d)")
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """RFC 2822 → aware UTC datetime, or None if even the lenient reading fails.
+
+    Tolerates what the provider really sends: ``-0000`` or no zone (taken as UTC),
+    long or odd day and month names (``Thur``, ``Sept``).
+    """
+    cleaned = _MONTH.sub(lambda m: m.group(1).title(), _WEEKDAY.sub("", text.strip()))
+    try:
+        moment = parsedate_to_datetime(cleaned)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+# --- fields → typed events ---------------------------------------------------------------
+
+@dataclass(slots=True)
+class CallEvent:
+    """One voice status callback, every field of seed 000, typed.
+
+    ``status`` and ``direction`` are always members of CALL_STATUSES / DIRECTIONS:
+    they become label values, so nothing else may reach them.
+    """
+
+    call_sid: str
+    status: str
+    direction: str
+    endpoint: str
+    raw_status: str = ""
+    account_sid: str | None = None
+    parent_call_sid: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    forwarded_from: str | None = None
+    caller_name: str | None = None
+    timestamp: datetime | None = None
+    timestamp_invalid: bool = False
+    sequence_number: int | None = None
+    call_duration: int | None = None
+    callback_source: str | None = None
+    api_version: str | None = None
+    sip_result_code: int | None = None
+    sip_invite_result_phrase: str | None = None
+    recording_url: str | None = None
+    recording_sid: str | None = None
+    recording_duration: int | None = None
+    audio_in_mos: float | None = None
+    audio_in_jitter_min_variance: float | None = None
+    audio_in_jitter_max_variance: float | None = None
+    audio_in_average_ptime: float | None = None
+    audio_in_media_packet_count: int | None = None
+    audio_out_media_packet_count: int | None = None
+    audio_in_skip_packet_count: int | None = None
+    audio_in_flush_packet_count: int | None = None
+    audio_in_largest_jb_size: int | None = None
+    audio_in_dtmf_packet_count: int | None = None
+    audio_out_dtmf_packet_count: int | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_CALL_STATUSES
+
+    @property
+    def packet_loss_ratio(self) -> float | None:
+        """Lost / expected inbound packets: our estimate, skip / (media + skip)."""
+        media, skipped = self.audio_in_media_packet_count, self.audio_in_skip_packet_count
+        if media is None or skipped is None or media + skipped == 0:
+            return None
+        return skipped / (media + skipped)
+
+
+# (attribute, provider field, converter, strict): strict fields feed metrics, so an
+# unparseable value there is refused; the others fall back to None.
+_Converter = Callable[[str], Any]
+_TYPED_FIELDS: tuple[tuple[str, str, _Converter, bool], ...] = (
+    ("sequence_number", "SequenceNumber", _int, True),
+    ("call_duration", "CallDuration", _int, True),
+    ("sip_result_code", "SipResultCode", _sip_code, True),
+    ("audio_in_mos", "AudioInMos", _mos, True),
+    ("audio_in_jitter_min_variance", "AudioInJitterMinVariance", _float, True),
+    ("audio_in_jitter_max_variance", "AudioInJitterMaxVariance", _float, True),
+    ("audio_in_media_packet_count", "AudioInMediaPacketCount", _int, True),
+    ("audio_in_skip_packet_count", "AudioInSkipPacketCount", _int, True),
+    ("audio_in_flush_packet_count", "AudioInFlushPacketCount", _int, True),
+    ("recording_duration", "RecordingDuration", _int, False),
+    ("audio_in_average_ptime", "AudioInAveragePtime", _float, False),
+    ("audio_out_media_packet_count", "AudioOutMediaPacketCount", _int, False),
+    ("audio_in_largest_jb_size", "AudioInLargestJbSize", _int, False),
+    ("audio_in_dtmf_packet_count", "AudioInDtmfPacketCount", _int, False),
+    ("audio_out_dtmf_packet_count", "AudioOutDtmfPacketCount", _int, False),
+)
+_TEXT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("account_sid", "AccountSid"),
+    ("parent_call_sid", "ParentCallSid"),
+    ("from_", "From"),
+    ("to", "To"),
+    ("forwarded_from", "ForwardedFrom"),
+    ("caller_name", "CallerName"),
+    ("callback_source", "CallbackSource"),
+    ("api_version", "ApiVersion"),
+    ("sip_invite_result_phrase", "SipInviteResultPhrase"),
+    ("recording_url", "RecordingUrl"),
+    ("recording_sid", "RecordingSid"),
+)
+
+
+def normalize_status(raw: str) -> str:
+    status = raw.strip().lower()
+    status = _STATUS_ALIASES.get(status, status)
+    return status if status in _KNOWN_STATUSES else "unknown"
+
+
+def normalize_direction(raw: str | None) -> str:
+    if not raw:
+        return "unknown"
+    direction = raw.strip().lower()
+    return direction if direction in _KNOWN_DIRECTIONS else "unknown"
+
+
+def required(fields: Mapping[str, str], name: str) -> str:
+    value = fields.get(name, "").strip()
+    if not value:
+        raise invalid(f"missing required field {name}")
+    return value
+
+
+def parse_call_event(fields: Mapping[str, str], endpoint: str) -> CallEvent:
+    """Typed event from decoded fields; ``endpoint`` is ``voice`` or ``inbound``.
+
+    Inbound-number callbacks carry no Direction: they are inbound by definition.
+    """
+    call_sid = required(fields, "CallSid")
+    raw_status = required(fields, "CallStatus")
+    direction = "inbound" if endpoint == "inbound" else normalize_direction(fields.get("Direction"))
+    event = CallEvent(call_sid=call_sid, status=normalize_status(raw_status),
+                      direction=direction, endpoint=endpoint, raw_status=raw_status)
+    for attr, name in _TEXT_FIELDS:
+        value = fields.get(name)
+        if value:
+            setattr(event, attr, value)
+    for attr, name, convert, strict in _TYPED_FIELDS:
+        text = fields.get(name)
+        if text is None or not text.strip():
+            continue
+        try:
+            setattr(event, attr, convert(text))
+        except (ValueError, OverflowError):
+            if strict:
+                raise invalid(f"field {name} has an invalid value") from None
+    stamp = fields.get("Timestamp")
+    if stamp and stamp.strip():
+        event.timestamp = parse_timestamp(stamp)
+        event.timestamp_invalid = event.timestamp is None
+    return event

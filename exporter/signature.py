@@ -1,0 +1,143 @@
+"""Verify: is this request really from the provider? Pure functions, no I/O.
+
+Schemes accepted (reference §3), for every configured Signing Key (rotation):
+- form / GET: base64 HMAC-SHA1 over URL + each field's name and value, sorted by
+  name, in ``X-SignalWire-Signature`` (or the legacy ``X-Twilio-Signature``);
+- JSON with ``bodySHA256`` in the query: the same over the URL alone, plus the
+  SHA-256 of the raw body matching that parameter;
+- SignalWire JSON: hex HMAC-SHA1 (``X-SignalWire-Signature``) or hex HMAC-SHA256
+  (``X-SignalWire-Sha256-Signature``) over URL + raw body.
+The URL is tried with and without the scheme's default port, as the provider's
+own validators do. Every comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import parse_qsl, urlsplit
+
+SIGNATURE_HEADER = "X-SignalWire-Signature"
+LEGACY_HEADER = "X-Twilio-Signature"
+SHA256_HEADER = "X-SignalWire-Sha256-Signature"
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def request_url(*, path_qs: str, scheme: str, host: str, public_base_url: str | None,
+                trust_forwarded_headers: bool, forwarded_proto: str | None,
+                forwarded_host: str | None) -> str:
+    """The URL the provider called, which is what it signed.
+
+    ``public_base_url`` (scheme + host [+ path prefix]) wins; forwarded headers are
+    believed only when the operator says the proxy in front sets them.
+    """
+    if public_base_url:
+        return public_base_url.rstrip("/") + path_qs
+    if trust_forwarded_headers:
+        # A proxy chain appends: the first value is the one the client used.
+        if forwarded_proto:
+            scheme = forwarded_proto.split(",")[0].strip() or scheme
+        if forwarded_host:
+            host = forwarded_host.split(",")[0].strip() or host
+    return f"{scheme}://{host}{path_qs}"
+
+
+def url_variants(url: str) -> list[str]:
+    """``url`` as given, plus the same URL with its default port added or removed."""
+    scheme, sep, rest = url.partition("://")
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if not sep or default is None:
+        return [url]
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+              default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hostport = netloc.rpartition("@")
+    prefix = userinfo + at
+    host, colon, port = hostport.rpartition(":")
+    if colon and host and port.isdigit():  # an explicit port ("[::1]" has none)
+        if port == default:
+            return [url, f"{scheme}://{prefix}{host}{tail}"]
+        return [url]
+    return [url, f"{scheme}://{prefix}{hostport}:{default}{tail}"]
+
+
+def _hmac(key: str, message: str, digest: str) -> bytes:
+    return hmac.new(key.encode("utf-8"), message.encode("utf-8"), digest).digest()
+
+
+def form_payload(url: str, pairs: Iterable[tuple[str, str]], *, sort_values: bool = False) -> str:
+    """URL + name/value of each field, sorted by name (code-point order).
+
+    Repeated names keep their body order (signalwire-sdk) or, with ``sort_values``,
+    are sorted and de-duplicated (twilio 9.x); both readings are tried.
+    """
+    items = sorted(set(pairs)) if sort_values else sorted(pairs, key=lambda p: p[0])
+    return url + "".join(name + value for name, value in items)
+
+
+def form_signature(key: str, url: str, pairs: Iterable[tuple[str, str]] = (), *,
+                   sort_values: bool = False) -> str:
+    """Base64 HMAC-SHA1, as sent in X-SignalWire-Signature for form callbacks."""
+    message = form_payload(url, pairs, sort_values=sort_values)
+    return base64.b64encode(_hmac(key, message, "sha1")).decode("ascii")
+
+
+def body_signature(key: str, url: str, body: bytes, digest: str = "sha1") -> str:
+    """Hex HMAC over URL + raw body: SignalWire's JSON scheme (sha1 or sha256)."""
+    mac = hmac.new(key.encode("utf-8"), url.encode("utf-8") + body, digest)
+    return mac.hexdigest()
+
+
+def _equal(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "replace"))
+
+
+def _body_hash_ok(url: str, body: bytes) -> bool:
+    query = urlsplit(url).query
+    claimed = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "bodySHA256"]
+    if len(claimed) != 1:
+        return False
+    return hmac.compare_digest(hashlib.sha256(body).hexdigest(), claimed[0].lower())
+
+
+def verify(keys: Sequence[str], url: str, headers: Mapping[str, str], *,
+           body: bytes = b"", form_pairs: Sequence[tuple[str, str]] | None = None) -> bool:
+    """True if any key signs this request under any accepted scheme.
+
+    ``form_pairs`` are the decoded fields of a form body (None for JSON, multipart
+    or GET, whose fields are not part of the form-scheme string).
+    """
+    primary = headers.get(SIGNATURE_HEADER) or headers.get(LEGACY_HEADER) or ""
+    sha256 = headers.get(SHA256_HEADER) or ""
+    if not keys or not (primary or sha256):
+        return False
+    variants = url_variants(url)
+    has_repeats = form_pairs is not None and len({n for n, _ in form_pairs}) < len(form_pairs)
+    for key in keys:
+        if sha256 and _equal(body_signature(key, url, body, "sha256"), sha256.lower()):
+            return True
+        if not primary:
+            continue
+        if len(primary) == 40 and _is_hex(primary) and _equal(
+                body_signature(key, url, body, "sha1"), primary.lower()):
+            return True
+        for candidate in variants:
+            if form_pairs:
+                if _equal(form_signature(key, candidate, form_pairs), primary):
+                    return True
+                if has_repeats and _equal(
+                        form_signature(key, candidate, form_pairs, sort_values=True), primary):
+                    return True
+            elif _equal(form_signature(key, candidate), primary) and (
+                    not body or _body_hash_ok(candidate, body)):
+                # URL-only signature: GET mode (no body), or a body vouched for by
+                # bodySHA256. Never for a form body: that would leave its fields unsigned.
+                return True
+    return False
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
