@@ -1,0 +1,142 @@
+"""Shared fixtures: a real exporter app on a loopback port, and helpers to read it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import EXPORTER, create_app
+from exporter.config import Config, parse_config
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip if absent, but fail in CI (it must be installed)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("SIGNALWIRE_EXPORTER_REQUIRE_TOOLS"):
+            pytest.fail(f"{name} is required here but not installed")
+        pytest.skip(f"{name} not installed (apt-get install prometheus prometheus-alertmanager)")
+    return path
+
+
+def make_config(overrides: Mapping[str, Any] | None = None) -> Config:
+    return parse_config(dict(overrides or {}), environ={})
+
+
+@pytest.fixture
+async def exporter_client(aiohttp_client: Any) -> ClientFactory:
+    """Start a real exporter app on 127.0.0.1 with config built from ``overrides``."""
+
+    async def start(overrides: Mapping[str, Any] | None = None) -> TestClient:
+        return await aiohttp_client(create_app(make_config(overrides)))
+
+    return start
+
+
+@pytest.fixture
+async def client(exporter_client: ClientFactory) -> TestClient:
+    return await exporter_client()
+
+
+def sample(client: TestClient, name: str, **labels: str) -> float:
+    """Value of one series in the app's own registry (0 when it does not exist)."""
+    value = client.app[EXPORTER].registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics and parse it back with prometheus_client's own parser."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return values
+
+
+def series(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return name, tuple(sorted(labels.items()))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ExporterProcess:
+    """The exporter as users run it: ``python -m exporter`` in its own process."""
+
+    def __init__(self, tmp_path: Any, config_text: str = "", *args: str) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = tmp_path / f"exporter-{self.port}.yaml"
+        config.write_text(config_text)
+        self.log_path = tmp_path / f"exporter-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--config", str(config),
+             "--listen-address", f"127.0.0.1:{self.port}", *args],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exporter exited: {self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"exporter not ready: {self.log()}")
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def exporter_process(tmp_path: Any) -> Any:
+    started: list[ExporterProcess] = []
+
+    def start(config_text: str = "", *args: str) -> ExporterProcess:
+        process = ExporterProcess(tmp_path, config_text, *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()

@@ -1,0 +1,294 @@
+"""The exporter through a real aiohttp server on loopback and its real registry."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from exporter.payloads import DIRECTIONS, FINAL_CALL_STATUSES
+
+from .conftest import ClientFactory, sample, scrape, series
+
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+_sids = itertools.count()
+
+
+def new_sid() -> str:
+    return f"00000000-0000-4000-8000-{next(_sids):012d}"
+
+
+async def post(client: TestClient, fields: dict[str, Any], endpoint: str = "voice",
+               kind: str = "form") -> tuple[int, str]:
+    path = f"/callbacks/{endpoint}"
+    if kind == "form":
+        response = await client.post(path, data=urlencode(fields), headers=FORM_HEADERS)
+    elif kind == "json":
+        response = await client.post(path, json=fields)
+    else:
+        response = await client.get(path + "?" + urlencode(fields))
+    return response.status, await response.text()
+
+
+def lifecycle(sid: str, direction: str, final: str) -> list[dict[str, str]]:
+    base = {"CallSid": sid, "Direction": direction, "AccountSid": "acct"}
+    steps = [{"CallStatus": "initiated", "Timestamp": "Thu, 09 Nov 2023 17:05:00 +0000"},
+             {"CallStatus": "ringing", "Timestamp": "Thu, 09 Nov 2023 17:05:02 +0000"}]
+    if final == "completed":
+        steps.append({"CallStatus": "answered", "Timestamp": "Thu, 09 Nov 2023 17:05:08 +0000"})
+    end = {"CallStatus": final, "Timestamp": "Thu, 09 Nov 2023 17:06:00 +0000"}
+    if final == "completed":
+        end.update(CallDuration="52", AudioInMos="4.1", AudioInJitterMaxVariance="12",
+                   AudioInJitterMinVariance="1", AudioInMediaPacketCount="2970",
+                   AudioInSkipPacketCount="30", SipResultCode="200")
+    else:
+        end["SipResultCode"] = {"busy": "486", "failed": "404", "no-answer": "480",
+                                "canceled": "487"}[final]
+    steps.append(end)
+    return [{**base, **step, "SequenceNumber": str(i)} for i, step in enumerate(steps)]
+
+
+@pytest.mark.parametrize("direction", [d for d in DIRECTIONS if d != "unknown"])
+@pytest.mark.parametrize("final", sorted(FINAL_CALL_STATUSES))
+async def test_full_lifecycle_counts_once(client: TestClient, direction: str,
+                                          final: str) -> None:
+    events = lifecycle(new_sid(), direction, final)
+    for fields in events:
+        assert await post(client, fields) == (200, "")
+    assert sample(client, "signalwire_calls_total", status=final, direction=direction) == 1
+    assert sum(sample(client, "signalwire_calls_total", status=s, direction=direction)
+               for s in FINAL_CALL_STATUSES) == 1
+    for status in ("initiated", "ringing", final):
+        assert sample(client, "signalwire_call_status_events_total",
+                      status=status, direction=direction) == 1
+    assert sample(client, "signalwire_calls_in_progress", direction=direction) == 0
+    assert sample(client, "signalwire_call_post_dial_delay_seconds_sum",
+                  direction=direction) == 2
+    assert sample(client, "signalwire_exporter_callbacks_total",
+                  endpoint="voice", outcome="accepted") == len(events)
+    if final == "completed":
+        assert sample(client, "signalwire_call_status_events_total",
+                      status="in-progress", direction=direction) == 1
+        assert sample(client, "signalwire_call_duration_seconds_sum", direction=direction) == 52
+        assert sample(client, "signalwire_call_mos_count", direction=direction) == 1
+        assert sample(client, "signalwire_call_mos_bucket", direction=direction, le="4.2") == 1
+        assert sample(client, "signalwire_call_mos_bucket", direction=direction, le="3.7") == 0
+        assert sample(client, "signalwire_call_jitter_max_seconds_sum",
+                      direction=direction) == pytest.approx(0.012)
+        assert sample(client, "signalwire_call_packet_loss_ratio_sum",
+                      direction=direction) == pytest.approx(0.01)
+        assert sample(client, "signalwire_call_time_to_answer_seconds_sum",
+                      direction=direction) == 6
+        assert sample(client, "signalwire_call_sip_responses_total", direction=direction,
+                      code="200", **{"class": "2xx"}) == 1
+    else:
+        assert sample(client, "signalwire_call_duration_seconds_count", direction=direction) == 0
+        assert sample(client, "signalwire_call_sip_responses_total", direction=direction,
+                      code=events[-1]["SipResultCode"], **{"class": "4xx"}) == 1
+
+
+async def test_duplicates_are_counted_once(client: TestClient) -> None:
+    events = lifecycle(new_sid(), "outbound-api", "completed")
+    for fields in events + events:
+        assert (await post(client, fields))[0] == 200
+    assert sample(client, "signalwire_calls_total", status="completed",
+                  direction="outbound-api") == 1
+    assert sample(client, "signalwire_call_status_events_total", status="ringing",
+                  direction="outbound-api") == 1
+    assert sample(client, "signalwire_call_mos_count", direction="outbound-api") == 1
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
+                  outcome="duplicate") == len(events)
+
+
+async def test_out_of_order_delivery(client: TestClient) -> None:
+    events = lifecycle(new_sid(), "inbound", "completed")
+    for fields in reversed(events):
+        assert (await post(client, fields))[0] == 200
+    assert sample(client, "signalwire_calls_total", status="completed", direction="inbound") == 1
+    assert sample(client, "signalwire_call_status_events_total", status="in-progress",
+                  direction="inbound") == 1
+    assert sample(client, "signalwire_calls_in_progress", direction="inbound") == 0
+    assert sample(client, "signalwire_exporter_late_events_total", endpoint="voice") == 3
+    # delays come from Timestamps, so they survive the reversed order
+    assert sample(client, "signalwire_call_post_dial_delay_seconds_sum", direction="inbound") == 2
+
+
+async def test_in_progress_gauge_follows_calls(client: TestClient) -> None:
+    sids = [new_sid() for _ in range(3)]
+    for i, sid in enumerate(sids):
+        await post(client, {"CallSid": sid, "CallStatus": "in-progress",
+                            "Direction": "outbound-dial", "SequenceNumber": "2"})
+        assert sample(client, "signalwire_calls_in_progress", direction="outbound-dial") == i + 1
+    for sid in sids:
+        await post(client, {"CallSid": sid, "CallStatus": "completed",
+                            "Direction": "outbound-dial", "SequenceNumber": "3"})
+    assert sample(client, "signalwire_calls_in_progress", direction="outbound-dial") == 0
+
+
+@pytest.mark.parametrize("kind", ["form", "json", "get"])
+async def test_json_form_and_get_are_equivalent(client: TestClient, kind: str) -> None:
+    sid = new_sid()
+    assert await post(client, {"CallSid": sid, "CallStatus": "busy", "Direction": "inbound",
+                               "SequenceNumber": "1"}, kind=kind) == (200, "")
+    assert sample(client, "signalwire_calls_total", status="busy", direction="inbound") == 1
+
+
+async def test_inbound_endpoint_feeds_the_same_metrics(client: TestClient) -> None:
+    payload = {"CallSid": new_sid(), "AccountSid": "a", "From": "+15551234567",
+               "To": "+18005559876", "Timestamp": "Thu, 04 Apr 2024 18:32:15 +0000",
+               "CallStatus": "completed", "CallDuration": "142", "AudioInMos": "4.5"}
+    assert await post(client, payload, endpoint="inbound", kind="json") == (200, "")
+    assert await post(client, payload, endpoint="inbound", kind="json") == (200, "")
+    assert sample(client, "signalwire_calls_total", status="completed", direction="inbound") == 1
+    assert sample(client, "signalwire_call_duration_seconds_sum", direction="inbound") == 142
+    assert sample(client, "signalwire_call_mos_sum", direction="inbound") == 4.5
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint="inbound",
+                  outcome="duplicate") == 1
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"CallStatus": "completed"}, "CallSid"),
+    ({"CallSid": "x"}, "CallStatus"),
+    ({"CallSid": "x", "CallStatus": "completed", "CallDuration": "12s"}, "CallDuration"),
+    ({"CallSid": "x", "CallStatus": "completed", "AudioInMos": "great"}, "AudioInMos"),
+    ({"CallSid": "x", "CallStatus": "ringing", "SequenceNumber": "first"}, "SequenceNumber"),
+    ({"CallSid": "x", "CallStatus": "busy", "SipResultCode": "4xx"}, "SipResultCode"),
+    ({"CallSid": "x", "CallStatus": "completed", "AudioInJitterMaxVariance": "a"},
+     "AudioInJitterMaxVariance"),
+    ({"CallSid": "x", "CallStatus": "completed", "AudioInSkipPacketCount": "a"},
+     "AudioInSkipPacketCount"),
+])
+@pytest.mark.parametrize("endpoint", ["voice", "inbound"])
+async def test_bad_fields_get_400_naming_the_field(client: TestClient, fields: dict[str, str],
+                                                  named: str, endpoint: str) -> None:
+    status, body = await post(client, fields, endpoint=endpoint)
+    assert status == 400
+    assert named in json.loads(body)["error"]
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint=endpoint,
+                  outcome="invalid") == 1
+    assert sample(client, "signalwire_calls_total", status="completed", direction="inbound") == 0
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "outcome"), [
+    (b"{broken", "application/json", 400, "invalid"),
+    (b"[]", "application/json", 400, "invalid"),
+    (b"CallSid=%ff&CallStatus=busy", "application/x-www-form-urlencoded", 400, "invalid"),
+    (b"<xml/>", "text/xml", 415, "unsupported"),
+    (b"x" * 70000, "application/x-www-form-urlencoded", 413, "too_large"),
+])
+async def test_malformed_bodies(client: TestClient, body: bytes, content_type: str,
+                                status: int, outcome: str) -> None:
+    response = await client.post("/callbacks/voice", data=body,
+                                 headers={"Content-Type": content_type})
+    assert response.status == status
+    assert "error" in await response.json()
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
+                  outcome=outcome) == 1
+
+
+async def test_chunked_body_over_limit_is_413(exporter_client: ClientFactory) -> None:
+    client = await exporter_client({"limits": {"max_body_bytes": 1024}})
+
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b"CallSid=" + b"a" * 500
+
+    response = await client.post("/callbacks/voice", data=chunks(), headers=FORM_HEADERS)
+    assert response.status == 413
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
+                  outcome="too_large") == 1
+
+
+async def test_wrong_method_is_405(client: TestClient) -> None:
+    response = await client.put("/callbacks/voice", data=b"")
+    assert response.status == 405
+    assert "error" in await response.json()
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
+                  outcome="method_not_allowed") == 1
+
+
+async def test_unknown_values_never_become_labels(client: TestClient) -> None:
+    await post(client, {"CallSid": new_sid(), "CallStatus": "+15551234567",
+                        "Direction": "Robert'); DROP TABLE", "SipResultCode": "499",
+                        "SequenceNumber": "0"})
+    assert sample(client, "signalwire_call_status_events_total", status="unknown",
+                  direction="unknown") == 1
+    assert sample(client, "signalwire_call_sip_responses_total", direction="unknown",
+                  code="other", **{"class": "4xx"}) == 1
+    text = await (await client.get("/metrics")).text()
+    assert "5551234567" not in text and "DROP" not in text
+
+
+async def test_unfinished_calls_expire_and_are_counted(exporter_client: ClientFactory) -> None:
+    client = await exporter_client({"tracking": {"call_ttl_seconds": 0.2,
+                                                 "sweep_interval_seconds": 0.05}})
+    await post(client, {"CallSid": new_sid(), "CallStatus": "in-progress",
+                        "Direction": "inbound", "SequenceNumber": "2"})
+    await post(client, {"CallSid": new_sid(), "CallStatus": "completed",
+                        "Direction": "inbound", "SequenceNumber": "3"})
+    assert sample(client, "signalwire_calls_in_progress", direction="inbound") == 1
+    assert sample(client, "signalwire_exporter_tracked_calls") == 2
+    for _ in range(100):
+        if sample(client, "signalwire_exporter_tracked_calls") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert sample(client, "signalwire_calls_expired_total", direction="inbound",
+                  reason="ttl") == 1
+    assert sample(client, "signalwire_calls_in_progress", direction="inbound") == 0
+    assert sample(client, "signalwire_calls_total", status="completed", direction="inbound") == 1
+
+
+async def test_capacity_eviction_is_counted(exporter_client: ClientFactory) -> None:
+    client = await exporter_client({"tracking": {"max_calls": 2}})
+    for _ in range(3):
+        await post(client, {"CallSid": new_sid(), "CallStatus": "ringing",
+                            "Direction": "outbound-api", "SequenceNumber": "1"})
+    assert sample(client, "signalwire_exporter_tracked_calls") == 2
+    assert sample(client, "signalwire_calls_expired_total", direction="outbound-api",
+                  reason="capacity") == 1
+
+
+async def test_scrape_parses_back_value_by_value(client: TestClient) -> None:
+    for fields in lifecycle(new_sid(), "outbound-api", "completed"):
+        await post(client, fields)
+    await post(client, {"CallStatus": "busy"})
+    values = await scrape(client)
+    expected = {
+        series("signalwire_calls_total", status="completed", direction="outbound-api"): 1,
+        series("signalwire_calls_total", status="failed", direction="inbound"): 0,
+        series("signalwire_call_status_events_total", status="initiated",
+               direction="outbound-api"): 1,
+        series("signalwire_call_status_events_total", status="in-progress",
+               direction="outbound-api"): 1,
+        series("signalwire_calls_in_progress", direction="outbound-api"): 0,
+        series("signalwire_call_duration_seconds_count", direction="outbound-api"): 1,
+        series("signalwire_call_duration_seconds_sum", direction="outbound-api"): 52,
+        series("signalwire_call_duration_seconds_bucket", direction="outbound-api",
+               le="60.0"): 1,
+        series("signalwire_call_duration_seconds_bucket", direction="outbound-api",
+               le="30.0"): 0,
+        series("signalwire_call_mos_bucket", direction="outbound-api", le="4.2"): 1,
+        series("signalwire_exporter_callbacks_total", endpoint="voice", outcome="accepted"): 4,
+        series("signalwire_exporter_callbacks_total", endpoint="voice", outcome="invalid"): 1,
+        series("signalwire_exporter_tracked_calls"): 1,
+        series("signalwire_exporter_build_info", version=__import__("exporter").__version__): 1,
+    }
+    for key, value in expected.items():
+        assert values[key] == value, key
+
+
+async def test_openmetrics_when_asked(client: TestClient) -> None:
+    response = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert (await response.text()).rstrip().endswith("# EOF")
+
+
+async def test_healthz(client: TestClient) -> None:
+    response = await client.get("/healthz")
+    assert (response.status, await response.text()) == (200, "ok")

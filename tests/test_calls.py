@@ -1,0 +1,147 @@
+"""Per-call tracking: dedupe, ordering, in-progress, expiry. Pure, with a fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from exporter.calls import CallTracker, Decision
+from exporter.payloads import CallEvent
+
+T0 = datetime(2024, 4, 4, 18, 32, 15, tzinfo=UTC)
+
+
+def ev(status: str, seq: int | None, sid: str = "c1", direction: str = "outbound-api",
+       at: float | None = None, **extra: object) -> CallEvent:
+    event = CallEvent(call_sid=sid, status=status, direction=direction, endpoint="voice",
+                      sequence_number=seq)
+    if at is not None:
+        event.timestamp = T0 + timedelta(seconds=at)
+    for key, value in extra.items():
+        setattr(event, key, value)
+    return event
+
+
+def run(tracker: CallTracker, *events: CallEvent, now: float = 0.0) -> list[Decision]:
+    return [tracker.track(event, now)[0] for event in events]
+
+
+def test_lifecycle_in_order() -> None:
+    tracker = CallTracker(100, 3600)
+    d = run(tracker, ev("initiated", 0), ev("ringing", 1), ev("in-progress", 2),
+            ev("completed", 3, call_duration=30))
+    assert [x.duplicate for x in d] == [False] * 4
+    assert [x.in_progress_delta for x in d] == [0, 0, 1, -1]
+    assert [x.final_status for x in d] == [None, None, None, "completed"]
+    assert d[3].observe_duration
+    assert tracker.in_progress == 0
+
+
+def test_duplicate_delivery_is_flagged_and_changes_nothing() -> None:
+    tracker = CallTracker(100, 3600)
+    first, again = run(tracker, ev("in-progress", 2), ev("in-progress", 2))
+    assert not first.duplicate and again.duplicate
+    assert again.in_progress_delta == 0 and tracker.in_progress == 1
+    final, final_again = run(tracker, ev("completed", 3), ev("completed", 3))
+    assert final.final_status == "completed" and final_again.duplicate
+    assert final_again.final_status is None
+
+
+def test_same_sequence_different_status_is_not_a_duplicate() -> None:
+    tracker = CallTracker(100, 3600)
+    a, b = run(tracker, ev("ringing", 1), ev("in-progress", 1))
+    assert not a.duplicate and not b.duplicate and b.late
+
+
+def test_late_events_are_counted_but_never_undo_the_final_status() -> None:
+    tracker = CallTracker(100, 3600)
+    final, ringing, answered = run(tracker, ev("completed", 3), ev("ringing", 1),
+                                   ev("in-progress", 2))
+    assert final.final_status == "completed"
+    assert ringing.late and answered.late
+    assert answered.in_progress_delta == 0 and answered.final_status is None
+    assert tracker.in_progress == 0
+
+
+def test_first_final_status_wins() -> None:
+    tracker = CallTracker(100, 3600)
+    busy, completed = run(tracker, ev("busy", 2), ev("completed", 3))
+    assert busy.final_status == "busy"
+    assert completed.final_status is None and not completed.duplicate
+
+
+def test_final_arriving_with_older_sequence_still_ends_the_call() -> None:
+    tracker = CallTracker(100, 3600)
+    answered, final = run(tracker, ev("in-progress", 5), ev("completed", 4))
+    assert answered.in_progress_delta == 1
+    assert final.final_status == "completed" and final.in_progress_delta == -1
+    assert tracker.in_progress == 0
+
+
+def test_in_progress_never_negative_and_counted_once_per_call() -> None:
+    tracker = CallTracker(100, 3600)
+    run(tracker, ev("in-progress", 2), ev("in-progress", 3))  # a re-sent answer, new seq
+    assert tracker.in_progress == 1
+    run(tracker, ev("completed", 4), ev("failed", 5))
+    assert tracker.in_progress == 0
+
+
+def test_events_without_sequence_number_dedupe_on_status() -> None:
+    tracker = CallTracker(100, 3600)
+    a, b = run(tracker, ev("completed", None, direction="inbound"),
+               ev("completed", None, direction="inbound"))
+    assert a.final_status == "completed" and b.duplicate
+
+
+def test_huge_sequence_numbers_still_dedupe() -> None:
+    tracker = CallTracker(100, 3600)
+    a, b, c = run(tracker, ev("ringing", 10_000), ev("ringing", 10_000), ev("ringing", 70))
+    assert not a.duplicate and b.duplicate and not c.duplicate
+
+
+def test_quality_observed_once_from_first_final_event_with_mos() -> None:
+    tracker = CallTracker(100, 3600)
+    d = run(tracker, ev("in-progress", 1, audio_in_mos=4.0),
+            ev("completed", 2, audio_in_mos=0.0), ev("completed", 3, audio_in_mos=3.9),
+            ev("failed", 4, audio_in_mos=2.0))
+    assert [x.observe_quality for x in d] == [False, False, True, False]
+
+
+def test_sip_code_observed_once_per_call() -> None:
+    tracker = CallTracker(100, 3600)
+    d = run(tracker, ev("ringing", 1, sip_result_code=180), ev("busy", 2, sip_result_code=486))
+    assert [x.observe_sip for x in d] == [True, False]
+
+
+def test_post_dial_delay_and_time_to_answer_from_timestamps_any_order() -> None:
+    tracker = CallTracker(100, 3600)
+    d = run(tracker, ev("ringing", 1, at=3), ev("in-progress", 2, at=10),
+            ev("initiated", 0, at=1))
+    assert d[0].post_dial_delay is None
+    assert d[1].time_to_answer == 7.0
+    assert d[2].post_dial_delay == 2.0
+
+
+def test_expiry_reports_unfinished_calls_and_releases_the_gauge() -> None:
+    tracker = CallTracker(100, ttl=60)
+    run(tracker, ev("in-progress", 1, sid="open"), now=0)
+    run(tracker, ev("completed", 1, sid="done"), now=10)
+    run(tracker, ev("ringing", 1, sid="young"), now=100)
+    gone = tracker.expire(now=75)
+    assert [(g.reason, g.unfinished, g.was_in_progress) for g in gone] == [
+        ("ttl", True, True), ("ttl", False, False)]
+    assert tracker.in_progress == 0 and len(tracker) == 1
+
+
+def test_capacity_evicts_oldest_first() -> None:
+    tracker = CallTracker(max_calls=2, ttl=3600)
+    run(tracker, ev("in-progress", 1, sid="a"), ev("ringing", 1, sid="b"))
+    _, departed = tracker.track(ev("ringing", 1, sid="c"), 0)
+    assert [(d.reason, d.was_in_progress) for d in departed] == [("capacity", True)]
+    assert len(tracker) == 2 and tracker.in_progress == 0
+
+
+def test_direction_is_the_calls_first_one() -> None:
+    tracker = CallTracker(100, 3600)
+    a, b = run(tracker, ev("in-progress", 1, direction="inbound"),
+               ev("completed", 2, direction="unknown"))
+    assert a.direction == b.direction == "inbound"

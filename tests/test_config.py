@@ -1,0 +1,105 @@
+"""Config loading and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.config import Config, ConfigError, load_config, parse_config, split_listen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_file_means_defaults() -> None:
+    config = load_config(None, environ={})
+    assert config == Config()
+    assert (config.host, config.port) == ("0.0.0.0", 9880)
+    assert config.signature.signing_keys == ()
+    assert config.limits.max_body_bytes == 65536
+
+
+def test_example_documents_exactly_the_defaults() -> None:
+    assert load_config(ROOT / "config.example.yaml", environ={}) == Config()
+
+
+def test_example_lists_every_key() -> None:
+    document = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+
+    def keys(value: object, prefix: str = "") -> set[str]:
+        if isinstance(value, dict):
+            return set().union(*(keys(v, f"{prefix}{k}.") for k, v in value.items()))
+        return {prefix.rstrip(".")}
+
+    from dataclasses import fields, is_dataclass
+
+    def config_keys(obj: object, prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for f in fields(obj):  # type: ignore[arg-type]
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                out |= config_keys(value, f"{prefix}{f.name}.")
+            else:
+                out.add(f"{prefix}{f.name}")
+        return out
+
+    assert keys(document) == config_keys(Config())
+
+
+def test_env_var_from_config_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("listen: 127.0.0.1:9999\n")
+    assert load_config(None, environ={"SIGNALWIRE_EXPORTER_CONFIG": str(path)}).port == 9999
+
+
+def test_env_expansion_for_secrets() -> None:
+    config = parse_config({"signature": {"signing_keys": ["${KEY}", "${OLD:-}"]}},
+                          environ={"KEY": "PSK_secret"})
+    assert config.signature.signing_keys == ("PSK_secret",)
+    assert "PSK_secret" not in repr(config)
+
+
+def test_every_error_names_its_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({
+            "listen": "nowhere",
+            "signature": {"public_base_url": "ftp://x", "signing_keys": "${MISSING}",
+                          "trust_forwarded_headers": "maybe"},
+            "limits": {"max_body_bytes": -1, "read_timeout_seconds": "soon"},
+            "tracking": {"max_calls": 0},
+            "buckets": {"mos": [1, 2, 3], "jitter_seconds": [0.1, 0.05]},
+            "logging": {"level": "loud"},
+            "surprise": 1,
+        }, environ={})
+    text = "\n".join(info.value.errors)
+    for key in ("listen", "signature.public_base_url", "signature.signing_keys",
+                "signature.trust_forwarded_headers", "limits.max_body_bytes",
+                "limits.read_timeout_seconds", "tracking.max_calls",
+                "buckets.jitter_seconds", "logging.level", "surprise"):
+        assert f"{key}:" in text, key
+    assert "MISSING" in text
+
+
+def test_mos_buckets_must_keep_quality_tiers() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"buckets": {"mos": [1, 2, 3, 4, 5]}}, environ={})
+    assert "buckets.mos" in info.value.errors[0]
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0.0.0.0:9880", ("0.0.0.0", 9880)),
+    ("[::1]:80", ("::1", 80)),
+    (":9880", ("0.0.0.0", 9880)),
+])
+def test_split_listen(text: str, expected: tuple[str, int]) -> None:
+    assert split_listen(text) == expected

@@ -1,0 +1,60 @@
+"""Metric hygiene: a real scrape through real promtool, bounded labels, HELP everywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import BucketsConfig
+from exporter.metrics import SIP_CODES, ExporterMetrics, sip_labels
+
+from .conftest import require_tool
+
+
+def send(url: str, body: bytes) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status
+
+
+def test_promtool_check_metrics_on_a_real_scrape_prints_nothing(exporter_process: Any) -> None:
+    promtool = require_tool("promtool")
+    exporter = exporter_process()
+    url = f"{exporter.url}/callbacks/voice"
+    for seq, status in enumerate(("initiated", "ringing", "in-progress", "completed")):
+        body = (f"CallSid=c1&CallStatus={status}&Direction=outbound-api&SequenceNumber={seq}"
+                "&Timestamp=Thu%2C+09+Nov+2023+17%3A05%3A0" + str(seq) + "+%2B0000"
+                "&CallDuration=61&AudioInMos=3.9&SipResultCode=200&AudioInJitterMaxVariance=4"
+                "&AudioInMediaPacketCount=100&AudioInSkipPacketCount=1").encode()
+        assert send(url, body) == 200
+    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
+        scraped = response.read()
+    result = subprocess.run([promtool, "check", "metrics"], input=scraped,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == b"" and result.stderr == b""
+    assert exporter.stop() == 0
+
+
+def test_every_family_has_help_and_counters_end_in_total() -> None:
+    registry = CollectorRegistry()
+    ExporterMetrics(registry, BucketsConfig(), lambda: 0)
+    from prometheus_client import generate_latest
+
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        assert family.documentation, family.name
+        assert family.name.startswith("signalwire_")
+        if family.type == "counter":
+            assert all(s.name.endswith("_total") for s in family.samples), family.name
+
+
+def test_sip_labels_are_bounded() -> None:
+    assert sip_labels(486) == ("486", "4xx")
+    assert sip_labels(499) == ("other", "4xx")
+    assert sip_labels(200) == ("200", "2xx")
+    assert all(100 <= code <= 699 for code in SIP_CODES)

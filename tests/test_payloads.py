@@ -1,0 +1,242 @@
+"""Parsing: bodies → fields → typed CallEvent."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import pytest
+
+from exporter.errors import Rejected
+from exporter.payloads import (
+    CallEvent,
+    collect_fields,
+    decode_pairs,
+    decode_query,
+    normalize_direction,
+    normalize_status,
+    parse_call_event,
+    parse_timestamp,
+)
+
+FORM = "application/x-www-form-urlencoded"
+
+# Every field of seed 000, as the provider sends them: all strings.
+FULL_VOICE = {
+    "AccountSid": "b3877c40-da60-4998-90ad-b792e98472af",
+    "ApiVersion": "2010-04-01",
+    "AudioInAveragePtime": "20",
+    "AudioInDtmfPacketCount": "3",
+    "AudioInFlushPacketCount": "2",
+    "AudioInJitterMaxVariance": "25",
+    "AudioInJitterMinVariance": "1",
+    "AudioInLargestJbSize": "60",
+    "AudioInMos": "4.3",
+    "AudioInMediaPacketCount": "990",
+    "AudioInSkipPacketCount": "10",
+    "AudioOutDtmfPacketCount": "4",
+    "AudioOutMediaPacketCount": "1001",
+    "CallbackSource": "call-progress-events",
+    "CallDuration": "142",
+    "CallerName": "Jane Doe",
+    "CallSid": "b3877c40-da60-4998-90ad-b792e98472ca",
+    "CallStatus": "completed",
+    "Direction": "outbound-api",
+    "ForwardedFrom": "+15550001111",
+    "From": "+15551234567",
+    "ParentCallSid": "p-1",
+    "RecordingDuration": "140",
+    "RecordingSid": "r-1",
+    "RecordingUrl": "https://example.com/r-1.wav",
+    "SequenceNumber": "3",
+    "SipInviteResultPhrase": "OK",
+    "SipResultCode": "200",
+    "Timestamp": "Thu, 09 Nov 2023 17:05:04 +0000",
+    "To": "+18005559876",
+}
+
+
+def parse(fields: dict[str, str], endpoint: str = "voice") -> CallEvent:
+    return parse_call_event(fields, endpoint)
+
+
+def test_every_seed_field_is_typed() -> None:
+    event = parse(FULL_VOICE)
+    assert event.call_sid == FULL_VOICE["CallSid"]
+    assert (event.status, event.direction) == ("completed", "outbound-api")
+    assert event.account_sid == FULL_VOICE["AccountSid"]
+    assert event.api_version == "2010-04-01"
+    assert event.audio_in_average_ptime == 20.0
+    assert event.audio_in_dtmf_packet_count == 3
+    assert event.audio_in_flush_packet_count == 2
+    assert event.audio_in_jitter_max_variance == 25.0
+    assert event.audio_in_jitter_min_variance == 1.0
+    assert event.audio_in_largest_jb_size == 60
+    assert event.audio_in_mos == 4.3
+    assert event.audio_in_media_packet_count == 990
+    assert event.audio_in_skip_packet_count == 10
+    assert event.audio_out_dtmf_packet_count == 4
+    assert event.audio_out_media_packet_count == 1001
+    assert event.callback_source == "call-progress-events"
+    assert event.call_duration == 142
+    assert event.caller_name == "Jane Doe"
+    assert event.forwarded_from == "+15550001111"
+    assert event.from_ == "+15551234567"
+    assert event.to == "+18005559876"
+    assert event.parent_call_sid == "p-1"
+    assert event.recording_duration == 140
+    assert event.recording_sid == "r-1"
+    assert event.recording_url == "https://example.com/r-1.wav"
+    assert event.sequence_number == 3
+    assert event.sip_invite_result_phrase == "OK"
+    assert event.sip_result_code == 200
+    assert event.timestamp == datetime(2023, 11, 9, 17, 5, 4, tzinfo=UTC)
+    assert event.packet_loss_ratio == pytest.approx(0.01)
+    assert event.is_final
+
+
+def test_unknown_fields_are_ignored() -> None:
+    event = parse({"CallSid": "a", "CallStatus": "ringing", "HangupBy": "x", "Foo": "bar"})
+    assert event.status == "ringing"
+
+
+def test_answered_counts_as_in_progress() -> None:
+    assert normalize_status("answered") == "in-progress"
+    assert normalize_status("In-Progress") == "in-progress"
+
+
+def test_unknown_enum_values_are_bounded() -> None:
+    assert normalize_status("exploded") == "unknown"
+    assert normalize_direction("sideways") == "unknown"
+    assert normalize_direction(None) == "unknown"
+    event = parse({"CallSid": "a", "CallStatus": "weird", "Direction": "+15551234567"})
+    assert (event.status, event.direction) == ("unknown", "unknown")
+
+
+def test_inbound_endpoint_is_inbound_whatever_the_payload_says() -> None:
+    event = parse({"CallSid": "a", "CallStatus": "completed", "Direction": "outbound-api"},
+                  "inbound")
+    assert event.direction == "inbound"
+
+
+@pytest.mark.parametrize("missing", ["CallSid", "CallStatus"])
+def test_missing_required_field_names_it(missing: str) -> None:
+    fields = {"CallSid": "a", "CallStatus": "ringing"}
+    fields[missing] = " "
+    with pytest.raises(Rejected) as info:
+        parse(fields)
+    assert info.value.status == 400
+    assert missing in info.value.message
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("CallDuration", "ten"),
+    ("CallDuration", "-5"),
+    ("AudioInMos", "abc"),
+    ("AudioInMos", "7.5"),
+    ("AudioInMos", "nan"),
+    ("SequenceNumber", "1.5"),
+    ("SipResultCode", "999"),
+    ("AudioInJitterMaxVariance", "inf"),
+    ("AudioInMediaPacketCount", "many"),
+    ("AudioInSkipPacketCount", "-1"),
+    ("AudioInFlushPacketCount", "x"),
+])
+def test_unparseable_metric_field_is_refused_by_name(field: str, value: str) -> None:
+    with pytest.raises(Rejected) as info:
+        parse({"CallSid": "a", "CallStatus": "completed", field: value})
+    assert info.value.status == 400
+    assert field in info.value.message
+
+
+def test_unparseable_field_the_metrics_do_not_use_is_dropped() -> None:
+    event = parse({"CallSid": "a", "CallStatus": "completed", "AudioInLargestJbSize": "big"})
+    assert event.audio_in_largest_jb_size is None
+
+
+def test_empty_optional_values_are_none() -> None:
+    event = parse({"CallSid": "a", "CallStatus": "completed", "AudioInMos": "",
+                   "CallDuration": "", "Timestamp": ""})
+    assert event.audio_in_mos is None and event.call_duration is None
+    assert event.timestamp is None and not event.timestamp_invalid
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Thu, 09 Nov 2023 17:05:04 +0000", datetime(2023, 11, 9, 17, 5, 4, tzinfo=UTC)),
+    ("Thu, 09 Nov 2023 17:05:04 -0000", datetime(2023, 11, 9, 17, 5, 4, tzinfo=UTC)),
+    ("Thu, 09 Nov 2023 17:05:04", datetime(2023, 11, 9, 17, 5, 4, tzinfo=UTC)),
+    ("Thu, 09 Nov 2023 12:05:04 -0500", datetime(2023, 11, 9, 17, 5, 4, tzinfo=UTC)),
+    ("Thu, 09 Nov 2023 17:05:04 GMT", datetime(2023, 11, 9, 17, 5, 4, tzinfo=UTC)),
+    ("Thur, 21 Sept 2023 17:05:04 +0000", datetime(2023, 9, 21, 17, 5, 4, tzinfo=UTC)),
+    ("9 Nov 2023 17:05 +0000", datetime(2023, 11, 9, 17, 5, 0, tzinfo=UTC)),
+])
+def test_timestamps_are_aware_utc(text: str, expected: datetime) -> None:
+    parsed = parse_timestamp(text)
+    assert parsed == expected
+    assert parsed is not None and parsed.tzinfo is not None
+
+
+def test_bad_timestamp_is_flagged_not_refused() -> None:
+    event = parse({"CallSid": "a", "CallStatus": "ringing", "Timestamp": "yesterday-ish"})
+    assert event.timestamp is None and event.timestamp_invalid
+
+
+def test_form_body_decodes_plus_percent_and_blank_values() -> None:
+    body = b"CallSid=a&CallStatus=ringing&CallerName=Jane+Doe%20Jr&To=%2B1555&Empty="
+    pairs = decode_pairs(FORM, body, max_fields=50)
+    assert pairs == [("CallSid", "a"), ("CallStatus", "ringing"),
+                     ("CallerName", "Jane Doe Jr"), ("To", "+1555"), ("Empty", "")]
+
+
+def test_json_body_converts_numbers_and_drops_nulls() -> None:
+    body = json.dumps({"CallSid": "a", "CallStatus": "completed", "CallDuration": 12,
+                       "AudioInMos": 4.5, "Direction": None}).encode()
+    fields = collect_fields(decode_pairs("application/json", body, max_fields=50),
+                            max_fields=50, max_field_length=100)
+    event = parse(fields)
+    assert (event.call_duration, event.audio_in_mos, event.direction) == (12, 4.5, "unknown")
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b"{\"CallSid\": {\"a\": 1}}", b"{not json",
+                                  b"\xff\xfe", b"\"text\""])
+def test_bad_json_is_invalid(body: bytes) -> None:
+    with pytest.raises(Rejected) as info:
+        decode_pairs("application/json", body, max_fields=50)
+    assert info.value.status == 400
+
+
+def test_multipart_body() -> None:
+    boundary = "XyZ"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"CallSid\"\r\n\r\na\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"CallStatus\"\r\n\r\n"
+            f"busy\r\n--{boundary}--\r\n").encode()
+    pairs = decode_pairs("multipart/form-data", body, max_fields=50,
+                         raw_content_type=f"multipart/form-data; boundary={boundary}")
+    assert pairs == [("CallSid", "a"), ("CallStatus", "busy")]
+
+
+def test_unsupported_content_type_is_415() -> None:
+    with pytest.raises(Rejected) as info:
+        decode_pairs("text/plain", b"CallSid=a", max_fields=50)
+    assert (info.value.status, info.value.outcome) == (415, "unsupported")
+
+
+def test_field_caps() -> None:
+    many = urlencode([(f"f{i}", "x") for i in range(60)]).encode()
+    with pytest.raises(Rejected):
+        decode_pairs(FORM, many, max_fields=50)
+    with pytest.raises(Rejected) as info:
+        collect_fields([("CallSid", "a" * 101)], max_fields=50, max_field_length=100)
+    assert "CallSid" in info.value.message
+
+
+def test_repeated_names_first_wins() -> None:
+    fields = collect_fields(decode_query("CallSid=a&CallSid=b&CallStatus=busy", max_fields=9),
+                            max_fields=9, max_field_length=99)
+    assert fields["CallSid"] == "a"
+
+
+def test_bad_utf8_in_form_is_invalid() -> None:
+    with pytest.raises(Rejected):
+        decode_pairs(FORM, b"CallSid=%ff%fe&CallStatus=busy", max_fields=9)
