@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from exporter.app import EXPORTER, create_app
 from exporter.config import Config, parse_config
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def require_tool(name: str) -> str:
@@ -92,7 +94,7 @@ class ExporterProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--config", str(config),
              "--listen-address", f"127.0.0.1:{self.port}", *args],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
