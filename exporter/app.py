@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -24,7 +24,7 @@ from .calls import CallTracker
 from .config import Config, LimitsConfig
 from .errors import Outcome, Rejected
 from .logs import EVENT_LOGGER, level_number
-from .metrics import CALL_ENDPOINTS, ExporterMetrics
+from .metrics import ExporterMetrics
 from .payloads import FORM, collect_fields, decode_pairs, decode_query, parse_call_event
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class Exporter:
 
 
 EXPORTER = web.AppKey("exporter", Exporter)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # --- verify ------------------------------------------------------------------------------
@@ -115,37 +116,52 @@ def rejection(exporter: Exporter, endpoint: str, exc: Rejected) -> web.Response:
     return web.json_response({"error": exc.message}, status=exc.status)
 
 
-def call_callback(endpoint: str) -> web.Handler:
-    """Handler for a call status endpoint (``voice`` or ``inbound``)."""
+# One processor per kind of callback: fields → typed event → tracker → metrics.
+# It returns the outcome to count; a Rejected it raises becomes a 4xx.
+Processor = Callable[[Exporter, dict[str, str], str], Outcome]
+
+
+def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+    event = parse_call_event(fields, endpoint)
+    decision, departed = exporter.tracker.track(event, asyncio.get_running_loop().time())
+    if departed:
+        exporter.metrics.record_departed(departed)
+    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
+    if not decision.duplicate:
+        exporter.metrics.record_call(event, decision)
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, "call status", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
+            "status": event.status, "direction": decision.direction,
+            "sequence": event.sequence_number, "late": decision.late,
+            "final": decision.final_status,
+            "timestamp": event.timestamp.isoformat() if event.timestamp else None}})
+    return outcome
+
+
+def callback_handler(endpoint: str, process: Processor) -> Handler:
+    """The one request path every callback endpoint shares: method, verify, process."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         exporter = request.app[EXPORTER]
-        if request.method not in ("POST", "GET"):
-            return rejection(exporter, endpoint, Rejected(
-                405, "method_not_allowed", f"use POST (or GET) for /callbacks/{endpoint}"))
         try:
+            if request.method not in ("POST", "GET"):
+                raise Rejected(405, "method_not_allowed",
+                               f"use POST (or GET) for /callbacks/{endpoint}")
             fields = await read_fields(request, exporter.config)
-            event = parse_call_event(fields, endpoint)
+            outcome = process(exporter, fields, endpoint)
         except Rejected as exc:
             return rejection(exporter, endpoint, exc)
-
-        decision, departed = exporter.tracker.track(event, asyncio.get_running_loop().time())
-        if departed:
-            exporter.metrics.record_departed(departed)
-        outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
-        if not decision.duplicate:
-            exporter.metrics.record_call(event, decision)
         exporter.metrics.callback(endpoint, outcome)
-        if event_log.isEnabledFor(exporter.event_level):
-            event_log.log(exporter.event_level, "call status", extra={"fields": {
-                "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
-                "status": event.status, "direction": decision.direction,
-                "sequence": event.sequence_number, "late": decision.late,
-                "final": decision.final_status,
-                "timestamp": event.timestamp.isoformat() if event.timestamp else None}})
         return web.Response(status=200)
 
     return handle
+
+
+PROCESSORS: dict[str, Processor] = {
+    "voice": process_call,
+    "inbound": process_call,
+}
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -193,7 +209,7 @@ async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
     """Build the application; each app gets its own registry unless one is given."""
-    disable_created_metrics()  # *_created series double the output and serve no query
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and serve no query
     registry = registry if registry is not None else CollectorRegistry()
     tracker = CallTracker(config.tracking.max_calls, config.tracking.call_ttl_seconds)
     exporter = Exporter(
@@ -206,7 +222,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
-    for endpoint in CALL_ENDPOINTS:
-        app.router.add_route("*", f"/callbacks/{endpoint}", call_callback(endpoint))
+    for endpoint, process in PROCESSORS.items():
+        app.router.add_route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
     app.cleanup_ctx.append(sweep_expired)
     return app

@@ -128,8 +128,8 @@ class ExporterMetrics:
         self._calls = {(s, d): self.calls.labels(s, d)
                        for s in sorted(FINAL_CALL_STATUSES) for d in DIRECTIONS}
         self._in_progress = {d: self.in_progress.labels(d) for d in DIRECTIONS}
-        self._callbacks = {(e, o): self.callbacks.labels(e, o)
-                           for e in CALL_ENDPOINTS for o in OUTCOMES}
+        self._callbacks: dict[tuple[str, str], Counter] = {
+            (e, o): self.callbacks.labels(e, o) for e in CALL_ENDPOINTS for o in OUTCOMES}
         for direction in DIRECTIONS:
             for hist in (self.duration, self.mos, self.jitter_max, self.jitter_min,
                          self.packet_loss, self.post_dial_delay, self.time_to_answer):
