@@ -142,3 +142,12 @@ def exporter_process(tmp_path: Any) -> Any:
         if process.proc.poll() is None:
             process.proc.kill()
             process.proc.wait()
+
+
+@pytest.fixture
+def services() -> Any:
+    """Server processes (tests/servers.py) a test starts; all stopped at its end."""
+    started: list[Any] = []
+    yield started
+    for service in reversed(started):
+        service.stop()

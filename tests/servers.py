@@ -1,0 +1,132 @@
+"""Real Prometheus and Alertmanager processes for end-to-end tests, on loopback only.
+
+Each runs from the Debian packages (``prometheus``, ``prometheus-alertmanager``) with
+fresh storage in a temp dir and a free 127.0.0.1 port, and is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .conftest import free_port, require_tool
+
+
+class Service:
+    """A server process that logs to a file and answers a readiness URL."""
+
+    def __init__(self, name: str, argv: list[str], url: str, ready_path: str,
+                 workdir: Path) -> None:
+        self.name = name
+        self.url = url
+        self.log_path = workdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=workdir)
+        self._wait(ready_path)
+
+    def _wait(self, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def get_json(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=10) as response:
+            return json.load(response)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Prometheus(Service):
+    """Prometheus scraping ``targets`` every second and evaluating ``rule_files`` every second."""
+
+    def __init__(self, workdir: Path, targets: Sequence[str], rule_files: Sequence[Path] = (),
+                 alertmanager: str | None = None, job: str = "signalwire-exporter") -> None:
+        require_tool("promtool")
+        binary = require_tool("prometheus")
+        port = free_port()
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+        }
+        if alertmanager:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [
+                {"targets": [alertmanager.removeprefix("http://")]}]}]}
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        super().__init__("prometheus", [
+            binary, f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ], f"http://127.0.0.1:{port}", "/-/ready", workdir)
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = str(at)
+        answer = self.get_json("/api/v1/query", **params)
+        if answer.get("status") != "success":
+            raise AssertionError(f"query failed: {expr}: {answer}")
+        return list(answer["data"]["result"])
+
+    def wait_for(self, expr: str, predicate: Callable[[list[dict[str, Any]]], bool],
+                 timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Poll ``expr`` until ``predicate(result)`` holds; bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            result = self.query(expr)
+            if predicate(result):
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting on {expr}; last result {result}\n{self.log()}")
+
+    def wait_scraped(self, job: str = "signalwire-exporter", timeout: float = 30.0) -> None:
+        self.wait_for(f'up{{job="{job}"}} == 1', bool, timeout)
+
+
+class Alertmanager(Service):
+    """Alertmanager with ``config`` (a dict), clustering off, on a loopback port."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        binary = require_tool("prometheus-alertmanager")
+        port = free_port()
+        config_path = workdir / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        super().__init__("alertmanager", [
+            binary, f"--config.file={config_path}",
+            f"--storage.path={workdir / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ], f"http://127.0.0.1:{port}", "/-/ready", workdir)
