@@ -122,6 +122,13 @@ class Server:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             return str(response.read().decode())
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used: unlike wall time, not inflated
+        when other processes share its core."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -149,12 +156,16 @@ def wrk(server: Server, bodies: Path, seconds: float, connections: int) -> dict[
     """Saturating load from wrk on the load core; requests/s and latency percentiles."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s",
             "-s", str(BENCH / "load.lua"), server.url + "/callbacks/voice", "--", str(bodies)]
+    cpu_before = server.cpu_seconds()
     out = subprocess.run(argv, capture_output=True, text=True, check=True,
                          preexec_fn=pinned(LOAD_CORE), timeout=seconds + 90).stdout
+    cpu = server.cpu_seconds() - cpu_before
     raw = json.loads(out.strip().splitlines()[-1])
     seconds_run = raw["duration_us"] / 1e6
     return {"server": server.name, "requests": raw["requests"],
-            "rps": raw["requests"] / seconds_run, "p50_ms": raw["p50_us"] / 1000,
+            "rps": raw["requests"] / seconds_run,
+            "cpu_us_per_request": cpu / raw["requests"] * 1e6 if raw["requests"] else None,
+            "p50_ms": raw["p50_us"] / 1000,
             "p99_ms": raw["p99_us"] / 1000, "non_2xx": raw["non_2xx"],
             "socket_errors": raw["socket_errors"]}
 
@@ -199,6 +210,7 @@ def phase_throughput(s: Settings, workdir: Path, log: Callable[[str], None]) -> 
                 result["round"] = r
                 rounds.append(result)
                 log(f"  round {r} {server.name:8s} {result['rps']:9.0f} req/s  "
+                    f"{result['cpu_us_per_request']:6.0f} us CPU/req  "
                     f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms")
         outcomes = {k: v - warm_outcomes.get(k, 0)
                     for k, v in callback_outcomes(exporter).items()
@@ -214,8 +226,13 @@ def phase_throughput(s: Settings, workdir: Path, log: Callable[[str], None]) -> 
         bare.stop()
     exporter_rps = statistics.mean(r["rps"] for r in rounds if r["server"] == "exporter")
     bare_rps = statistics.mean(r["rps"] for r in rounds if r["server"] == "bare")
+    cpu = {name: statistics.mean(r["cpu_us_per_request"] for r in rounds
+                                 if r["server"] == name) for name in ("exporter", "bare")}
     return {"rounds": rounds, "exporter_rps": exporter_rps, "bare_rps": bare_rps,
             "ratio_exporter_bare": exporter_rps / bare_rps,
+            "exporter_cpu_us_per_request": cpu["exporter"],
+            "bare_cpu_us_per_request": cpu["bare"],
+            "ratio_cpu_bare_exporter": cpu["bare"] / cpu["exporter"],
             "exporter_callback_outcomes": outcomes, "fixed_rate": fixed}
 
 
@@ -323,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         log("1. throughput (wrk, saturating) and latency at a fixed rate")
         results["throughput"] = phase_throughput(s, workdir, log)
         t = results["throughput"]
-        log(f"  exporter/bare = {t['ratio_exporter_bare']:.2f}")
+        log(f"  exporter/bare = {t['ratio_exporter_bare']:.2f} in requests/s, "
+            f"{t['ratio_cpu_bare_exporter']:.2f} in CPU per request (bare/exporter)")
         log("2. seed-style baseline (Flask + pandas)")
         results["seed_baseline"] = phase_seed(s, workdir, t["exporter_rps"], log)
         log(f"  exporter/seed-style = {results['seed_baseline']['ratio_exporter_seed']:.0f}")
