@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.errors import Rejected
 from exporter.payloads import (
@@ -240,3 +242,18 @@ def test_repeated_names_first_wins() -> None:
 def test_bad_utf8_in_form_is_invalid() -> None:
     with pytest.raises(Rejected):
         decode_pairs(FORM, b"CallSid=%ff%fe&CallStatus=busy", max_fields=9)
+
+
+@given(st.text(alphabet="ab=&+%2Fé0 ", max_size=40))
+def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
+    try:
+        expected: list[tuple[str, str]] | None = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=20, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        expected = None  # parse_qsl refuses it: so must we, with a 400
+    if expected is None:
+        with pytest.raises(Rejected) as info:
+            decode_pairs(FORM, text.encode(), max_fields=20)
+        assert info.value.status == 400
+    else:
+        assert decode_pairs(FORM, text.encode(), max_fields=20) == expected
