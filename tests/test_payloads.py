@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -257,3 +258,18 @@ def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
         assert info.value.status == 400
     else:
         assert decode_pairs(FORM, text.encode(), max_fields=20) == expected
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
+       st.integers(min_value=-1439, max_value=1439), st.booleans())
+def test_canonical_timestamps_read_as_email_utils_reads_them(
+        moment: datetime, offset_minutes: int, weekday: bool) -> None:
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    text = moment.strftime("%d %b %Y %H:%M:%S") + f" {sign}{hours:02d}{minutes:02d}"
+    if weekday:
+        text = moment.strftime("%a, ") + text
+    expected = parsedate_to_datetime(text)
+    expected = (expected.replace(tzinfo=UTC) if expected.tzinfo is None
+                else expected).astimezone(UTC)
+    assert parse_timestamp(text) == expected
