@@ -145,3 +145,12 @@ def test_direction_is_the_calls_first_one() -> None:
     a, b = run(tracker, ev("in-progress", 1, direction="inbound"),
                ev("completed", 2, direction="unknown"))
     assert a.direction == b.direction == "inbound"
+
+
+def test_uuid_call_sids_differing_only_in_case_are_different_calls() -> None:
+    tracker = CallTracker(100, 3600)
+    sid = "0f8f6f3e-2d4c-4b7a-9c1e-5a6b7c8d9e0f"
+    first, upper, again = run(tracker, ev("ringing", 1, sid=sid), ev("ringing", 1, sid=sid.upper()),
+                              ev("ringing", 1, sid=sid))
+    assert not first.duplicate and not upper.duplicate and again.duplicate
+    assert len(tracker) == 2
