@@ -195,6 +195,7 @@ class CallTracker:
         self._order: deque[int | str] = deque()  # call keys, oldest first
         # CallState.extra of the rare call with sequence numbers past the bitmask
         self._extra: dict[int | str, set[tuple[int | None, int]]] = {}
+        self._removed = 0  # calls removed since self._calls was last rebuilt
         self.in_progress = 0
 
     def __len__(self) -> int:
@@ -302,6 +303,12 @@ class CallTracker:
         state = unpack(self._calls.pop(key))
         if self._extra:
             self._extra.pop(key, None)
+        self._removed += 1
+        if self._removed >= self.max_calls:
+            # A dict never shrinks as keys leave, and a full one that keeps
+            # churning regrows to 3x its size: rebuilt, it takes about half.
+            self._calls = dict(self._calls)
+            self._removed = 0
         was_in_progress = bool(state.flags & _IN_PROGRESS)
         if was_in_progress:
             self.in_progress -= 1
