@@ -2,8 +2,8 @@
 
 Run in a fresh process (``python3 bench/memory.py CALLS CAP``; prints JSON) so the
 figures are this process's RSS and nothing else's. Each call passes through the
-tracker as two events (ringing, then its final status, both with a Timestamp),
-the state a real call leaves behind.
+tracker as its ringing, answered (completed calls only) and final events, each
+with a Timestamp: the state a real call leaves behind.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def rss() -> int:
 def feed(tracker: CallTracker, calls: int, seed: int) -> None:
     rng = random.Random(seed)
     ringing = datetime(2026, 1, 5, 9, 0, 0, tzinfo=UTC)
+    answered = datetime(2026, 1, 5, 9, 0, 6, tzinfo=UTC)
     final = datetime(2026, 1, 5, 9, 0, 40, tzinfo=UTC)
     directions = ("inbound", "outbound-api", "outbound-dial")
     finals = ("completed", "completed", "completed", "busy", "failed", "no-answer")
@@ -44,6 +45,10 @@ def feed(tracker: CallTracker, calls: int, seed: int) -> None:
         tracker.track(CallEvent(call_sid=sid, status="ringing", direction=direction,
                                 endpoint="voice", sequence_number=1, timestamp=ringing),
                       float(i))
+        if finals[i % 6] == "completed":
+            tracker.track(CallEvent(call_sid=sid, status="in-progress", direction=direction,
+                                    endpoint="voice", sequence_number=2, timestamp=answered),
+                          float(i))
         tracker.track(CallEvent(call_sid=sid, status=finals[i % 6], direction=direction,
                                 endpoint="voice", sequence_number=3, timestamp=final,
                                 call_duration=35, audio_in_mos=4.1, sip_result_code=200),

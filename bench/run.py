@@ -6,7 +6,8 @@ Phases (see bench/README.md for what each figure means and the latest results):
    fixed 2,000 requests/s from an open-loop client for its p99 latency;
 2. the seed example's way (Flask + pandas) after 10,000 calls, loaded the same way;
 3. resident memory of the call tracker over one million calls, uncapped and at its cap;
-4. time to render /metrics with every status x direction series and histogram populated.
+4. time to render /metrics with every status x direction series and histogram populated;
+5. the cost of each pure pipeline stage (bench/stages.py), steady on a busy machine.
 Figures are printed and written to bench/results/latest.json (or --out).
 """
 
@@ -255,21 +256,28 @@ def phase_seed(s: Settings, workdir: Path, exporter_rps: float,
             "ratio_exporter_seed": exporter_rps / result["rps"] if result["rps"] else None}
 
 
+# glibc's default lets freed large blocks (old dict tables) stay in the heap; with a
+# fixed mmap threshold they go back to the OS. Measured both ways: see bench/README.
+MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
 def phase_memory(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
-    def run(calls: int, cap: int) -> dict[str, Any]:
+    def run(calls: int, cap: int, env: dict[str, str] | None = None) -> dict[str, Any]:
         out = subprocess.run([sys.executable, str(BENCH / "memory.py"), str(calls), str(cap)],
-                             capture_output=True, text=True, check=True, timeout=600).stdout
+                             capture_output=True, text=True, check=True, timeout=600,
+                             env={**os.environ, **(env or {})}).stdout
         result: dict[str, Any] = json.loads(out)
         return result
 
-    uncapped = run(s.memory_calls, s.memory_calls)
-    capped = run(s.memory_calls, s.memory_cap)
+    results = {"uncapped": run(s.memory_calls, s.memory_calls),
+               "capped": run(s.memory_calls, s.memory_cap),
+               "capped_mmap_threshold": run(s.memory_calls, s.memory_cap, MMAP_THRESHOLD)}
     mib = 1024 * 1024
-    for name, m in (("uncapped", uncapped), ("at cap", capped)):
-        log(f"  {name:8s}: {m['calls']} calls, {m['tracked']} tracked: RSS "
+    for name, m in results.items():
+        log(f"  {name:22s}: {m['calls']} calls, {m['tracked']} tracked: RSS "
             f"{m['rss_before_bytes'] / mib:.1f} -> {m['rss_after_bytes'] / mib:.1f} MiB, "
             f"{m['bytes_per_tracked_call']:.0f} B per tracked call")
-    return {"uncapped": uncapped, "capped": capped}
+    return results
 
 
 def phase_render(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
@@ -302,6 +310,14 @@ def phase_render(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
     log(f"  {series} series, {len(text)} bytes: text {result['text_median_ms']:.2f} ms "
         f"(max {result['text_max_ms']:.2f}), OpenMetrics {result['openmetrics_median_ms']:.2f} "
         f"ms (max {result['openmetrics_max_ms']:.2f})")
+    return result
+
+
+def phase_stages(log: Callable[[str], None]) -> dict[str, float]:
+    from bench.stages import measure
+
+    result = measure()
+    log("  " + ", ".join(f"{name} {us:.1f}" for name, us in result.items()) + " (us)")
     return result
 
 
@@ -349,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     results["memory"] = phase_memory(s, log)
     log("4. /metrics render time")
     results["render"] = phase_render(s, log)
+    log("5. cost of each pipeline stage per callback (best of 5, no HTTP)")
+    results["stages"] = phase_stages(log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     log(f"written to {args.out}")
