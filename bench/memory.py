@@ -17,7 +17,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# BENCH_EXPORTER_ROOT: measure another checkout's tracker (bench/run.py --before)
+sys.path.insert(0, os.environ.get("BENCH_EXPORTER_ROOT",
+                                  str(Path(__file__).resolve().parent.parent)))
 
 from exporter.calls import CallTracker
 from exporter.payloads import CallEvent

@@ -14,6 +14,7 @@ Figures are printed and written to bench/results/latest.json (or --out).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -35,7 +36,6 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-import prometheus_client  # noqa: E402
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector  # noqa: E402
 from prometheus_client.exposition import generate_latest  # noqa: E402
 from prometheus_client.openmetrics.exposition import (  # noqa: E402
@@ -100,12 +100,13 @@ def free_port() -> int:
 class Server:
     """A server process pinned to the server core, ready once /healthz answers."""
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path,
+                 cwd: Path = ROOT) -> None:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / f"{name}.log"
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                          preexec_fn=pinned(SERVER_CORE))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -140,17 +141,18 @@ class Server:
                 self.proc.wait()
 
 
-def start_exporter(workdir: Path) -> Server:
+def start_exporter(workdir: Path, name: str = "exporter", checkout: Path = ROOT) -> Server:
+    """``python -m exporter`` from ``checkout``, signatures on, events not logged."""
     port = free_port()
-    config = workdir / "exporter.yaml"
+    config = workdir / f"{name}.yaml"
     config.write_text(json.dumps({
         "listen": f"127.0.0.1:{port}",
         "signature": {"signing_keys": [SIGNING_KEY],
                       "public_base_url": f"http://127.0.0.1:{port}"},
         "logging": {"level": "warning"},
     }))
-    return Server("exporter", [sys.executable, "-m", "exporter", "--config", str(config)],
-                  port, workdir)
+    return Server(name, [sys.executable, "-m", "exporter", "--config", str(config)],
+                  port, workdir, cwd=checkout)
 
 
 def wrk(server: Server, bodies: Path, seconds: float, connections: int) -> dict[str, Any]:
@@ -192,49 +194,68 @@ def fixed_rate(server: Server, bodies: Path, rate: float, seconds: float) -> dic
     return result
 
 
-def phase_throughput(s: Settings, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def phase_throughput(s: Settings, workdir: Path, before: Path | None,
+                     log: Callable[[str], None]) -> dict[str, Any]:
     exporter = start_exporter(workdir)
+    servers = [exporter]
+    if before is not None:
+        servers.append(start_exporter(workdir, "before", before))
     bare_port = free_port()
     bare = Server("bare", [sys.executable, str(BENCH / "bare.py"), str(bare_port)],
                   bare_port, workdir)
+    servers.append(bare)
     try:
         rounds: list[dict[str, Any]] = []
-        # Warm-up (not reported): first requests pay for imports and caches.
-        warm = write_bodies(workdir / "warm.txt", exporter.url, 2000, seed=1000)
-        wrk(exporter, warm, 1, s.connections)
-        wrk(bare, warm, 1, s.connections)
-        warm_outcomes = callback_outcomes(exporter)
+        # Warm-up (not reported): first requests pay for imports and caches. Every
+        # server's bodies are signed for its own URL.
+        warm_outcomes = {}
+        for server in servers:
+            wrk(server, write_bodies(workdir / "warm.txt", server.url, 2000, seed=1000), 1,
+                s.connections)
+            if server is not bare:
+                warm_outcomes[server.name] = callback_outcomes(server)
         for r in range(s.rounds):
-            bodies = write_bodies(workdir / f"round{r}.txt", exporter.url, s.bodies, seed=r)
-            for server in (exporter, bare):
+            for server in servers:
+                bodies = write_bodies(workdir / f"round{r}.txt", server.url, s.bodies, seed=r)
                 result = wrk(server, bodies, s.seconds, s.connections)
                 result["round"] = r
                 rounds.append(result)
                 log(f"  round {r} {server.name:8s} {result['rps']:9.0f} req/s  "
                     f"{result['cpu_us_per_request']:6.0f} us CPU/req  "
                     f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms")
-        outcomes = {k: v - warm_outcomes.get(k, 0)
-                    for k, v in callback_outcomes(exporter).items()
-                    if v - warm_outcomes.get(k, 0)}
+        outcomes = {server.name: {k: v - warm_outcomes[server.name].get(k, 0)
+                                  for k, v in callback_outcomes(server).items()
+                                  if v - warm_outcomes[server.name].get(k, 0)}
+                    for server in servers if server is not bare}
         fixed_bodies = write_bodies(workdir / "fixed.txt", exporter.url,
                                     int(s.fixed_rate * s.fixed_seconds), seed=500)
+        # The bare app at the same rate: latency the machine itself adds (scheduling,
+        # other processes on the core, the client), which no exporter change removes.
         fixed = fixed_rate(exporter, fixed_bodies, s.fixed_rate, s.fixed_seconds)
-        log(f"  fixed {fixed['target_rps']:.0f} req/s: achieved {fixed['achieved_rps']:.0f}, "
-            f"p50 {fixed['p50_ms']:.2f} ms  p99 {fixed['p99_ms']:.2f} ms  "
-            f"errors {fixed['errors']}")
+        fixed_bare = fixed_rate(bare, fixed_bodies, s.fixed_rate, s.fixed_seconds)
+        for name, f in (("exporter", fixed), ("bare", fixed_bare)):
+            log(f"  {name:8s} at a fixed {f['target_rps']:.0f} req/s: achieved "
+                f"{f['achieved_rps']:.0f}, p50 {f['p50_ms']:.2f} ms  p99 {f['p99_ms']:.2f} ms  "
+                f"errors {f['errors']}")
     finally:
-        exporter.stop()
-        bare.stop()
-    exporter_rps = statistics.mean(r["rps"] for r in rounds if r["server"] == "exporter")
-    bare_rps = statistics.mean(r["rps"] for r in rounds if r["server"] == "bare")
-    cpu = {name: statistics.mean(r["cpu_us_per_request"] for r in rounds
-                                 if r["server"] == name) for name in ("exporter", "bare")}
-    return {"rounds": rounds, "exporter_rps": exporter_rps, "bare_rps": bare_rps,
-            "ratio_exporter_bare": exporter_rps / bare_rps,
-            "exporter_cpu_us_per_request": cpu["exporter"],
-            "bare_cpu_us_per_request": cpu["bare"],
-            "ratio_cpu_bare_exporter": cpu["bare"] / cpu["exporter"],
-            "exporter_callback_outcomes": outcomes, "fixed_rate": fixed}
+        for server in servers:
+            server.stop()
+    rps = {server.name: statistics.mean(r["rps"] for r in rounds if r["server"] == server.name)
+           for server in servers}
+    cpu = {server.name: statistics.mean(r["cpu_us_per_request"] for r in rounds
+                                        if r["server"] == server.name) for server in servers}
+    result = {"rounds": rounds, "exporter_rps": rps["exporter"], "bare_rps": rps["bare"],
+              "ratio_exporter_bare": rps["exporter"] / rps["bare"],
+              "exporter_cpu_us_per_request": cpu["exporter"],
+              "bare_cpu_us_per_request": cpu["bare"],
+              "ratio_cpu_bare_exporter": cpu["bare"] / cpu["exporter"],
+              "callback_outcomes": outcomes, "fixed_rate": fixed,
+              "fixed_rate_bare": fixed_bare}
+    if before is not None:
+        result.update(before_rps=rps["before"], before_cpu_us_per_request=cpu["before"],
+                      ratio_exporter_before=rps["exporter"] / rps["before"],
+                      ratio_cpu_before_exporter=cpu["before"] / cpu["exporter"])
+    return result
 
 
 def phase_seed(s: Settings, workdir: Path, exporter_rps: float,
@@ -261,10 +282,11 @@ def phase_seed(s: Settings, workdir: Path, exporter_rps: float,
 MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
-def phase_memory(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
+def phase_memory(s: Settings, before: Path | None,
+                 log: Callable[[str], None]) -> dict[str, Any]:
     def run(calls: int, cap: int, env: dict[str, str] | None = None) -> dict[str, Any]:
         out = subprocess.run([sys.executable, str(BENCH / "memory.py"), str(calls), str(cap)],
-                             capture_output=True, text=True, check=True, timeout=600,
+                             capture_output=True, text=True, check=True, timeout=900,
                              env={**os.environ, **(env or {})}).stdout
         result: dict[str, Any] = json.loads(out)
         return result
@@ -272,6 +294,9 @@ def phase_memory(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
     results = {"uncapped": run(s.memory_calls, s.memory_calls),
                "capped": run(s.memory_calls, s.memory_cap),
                "capped_mmap_threshold": run(s.memory_calls, s.memory_cap, MMAP_THRESHOLD)}
+    if before is not None:
+        results["before_uncapped"] = run(s.memory_calls, s.memory_calls,
+                                         {"BENCH_EXPORTER_ROOT": str(before)})
     mib = 1024 * 1024
     for name, m in results.items():
         log(f"  {name:22s}: {m['calls']} calls, {m['tracked']} tracked: RSS "
@@ -330,7 +355,7 @@ def machine() -> dict[str, Any]:
                 break
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
             "aiohttp": aiohttp.__version__,
-            "prometheus_client": getattr(prometheus_client, "__version__", "?"),
+            "prometheus_client": importlib.metadata.version("prometheus-client"),
             "server_core": sorted(SERVER_CORE) if SERVER_CORE else None,
             "load_core": sorted(LOAD_CORE) if LOAD_CORE else None}
 
@@ -340,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="a second or so per phase: checks the benchmark runs, not speed")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="another checkout of the exporter to load alongside, for "
+                             "before/after ratios (e.g. git archive main | tar -x -C DIR)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -354,15 +382,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         log("1. throughput (wrk, saturating) and latency at a fixed rate")
-        results["throughput"] = phase_throughput(s, workdir, log)
+        results["throughput"] = phase_throughput(s, workdir, args.before, log)
         t = results["throughput"]
         log(f"  exporter/bare = {t['ratio_exporter_bare']:.2f} in requests/s, "
             f"{t['ratio_cpu_bare_exporter']:.2f} in CPU per request (bare/exporter)")
+        if args.before:
+            log(f"  exporter/before = {t['ratio_exporter_before']:.2f} in requests/s, "
+                f"{t['ratio_cpu_before_exporter']:.2f} in CPU per request (before/exporter)")
         log("2. seed-style baseline (Flask + pandas)")
         results["seed_baseline"] = phase_seed(s, workdir, t["exporter_rps"], log)
         log(f"  exporter/seed-style = {results['seed_baseline']['ratio_exporter_seed']:.0f}")
     log("3. call tracker memory")
-    results["memory"] = phase_memory(s, log)
+    results["memory"] = phase_memory(s, args.before, log)
     log("4. /metrics render time")
     results["render"] = phase_render(s, log)
     log("5. cost of each pipeline stage per callback (best of 5, no HTTP)")
@@ -384,11 +415,13 @@ def check(results: dict[str, Any]) -> list[str]:
         if r["non_2xx"] or r["socket_errors"]:
             problems.append(f"{r['server']} round {r['round']}: {r['non_2xx']} non-2xx, "
                             f"{r['socket_errors']} socket errors")
-    bad = {k: v for k, v in t["exporter_callback_outcomes"].items() if k != "accepted"}
-    if bad:  # a duplicate means --bodies is too small for the rate; others, a bug
-        problems.append(f"exporter answered other than 'accepted': {bad}")
-    if t["fixed_rate"]["errors"]:
-        problems.append(f"fixed-rate run: {t['fixed_rate']['errors']} errors")
+    for name, outcomes in t["callback_outcomes"].items():
+        bad = {k: v for k, v in outcomes.items() if k != "accepted"}
+        if bad:  # a duplicate means Settings.bodies is too small for the rate; others, a bug
+            problems.append(f"{name} answered other than 'accepted': {bad}")
+    for name in ("fixed_rate", "fixed_rate_bare"):
+        if t[name]["errors"]:
+            problems.append(f"{name} run: {t[name]['errors']} errors")
     return problems
 
 

@@ -35,7 +35,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
             assert isinstance(results[phase][name], int | float), (phase, name)
     for round_ in results["throughput"]["rounds"]:
         assert round_["requests"] > 0 and round_["non_2xx"] == 0
-    assert results["throughput"]["exporter_callback_outcomes"].get("accepted", 0) > 0
+    assert results["throughput"]["callback_outcomes"]["exporter"].get("accepted", 0) > 0
     fixed = results["throughput"]["fixed_rate"]
     assert fixed["completed"] > 0 and fixed["errors"] == 0
     for run in ("uncapped", "capped", "capped_mmap_threshold"):
