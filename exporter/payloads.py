@@ -89,10 +89,11 @@ def collect_fields(pairs: list[tuple[str, str]], *, max_fields: int,
 
 
 def _form_pairs(body: bytes, max_fields: int) -> list[tuple[str, str]]:
-    """``parse_qsl(keep_blank_values=True)``, exactly, at about a third of its cost.
+    """``parse_qsl(keep_blank_values=True)``, exactly, at about half its cost.
 
-    The hot path of every form callback: most names and values need no decoding,
-    so they skip ``unquote`` altogether.
+    The hot path of every form callback. When no ``&`` or ``=`` is percent-encoded
+    (the usual case), the whole body is decoded at once and then split; otherwise
+    each name and value is decoded on its own, and only if it needs it.
     """
     try:
         text = body.decode("utf-8")
@@ -100,15 +101,21 @@ def _form_pairs(body: bytes, max_fields: int) -> list[tuple[str, str]]:
         raise invalid("body is not valid UTF-8") from None
     if text.count("&") >= max_fields:
         raise invalid(f"too many fields (limit {max_fields})")
-    pairs: list[tuple[str, str]] = []
     try:
+        if "%" not in text or not _ENCODED_SEPARATOR.search(text):
+            return [piece.partition("=")[::2]
+                    for piece in _unquote_plus(text).split("&") if piece]
+        pairs: list[tuple[str, str]] = []
         for piece in text.split("&"):
             if piece:
                 name, _, value = piece.partition("=")
                 pairs.append((_unquote_plus(name), _unquote_plus(value)))
+        return pairs
     except UnicodeDecodeError:
         raise invalid("form field is not valid UTF-8 after percent-decoding") from None
-    return pairs
+
+
+_ENCODED_SEPARATOR = re.compile("%(26|3[dD])")
 
 
 def _unquote_plus(text: str) -> str:

@@ -245,7 +245,7 @@ def test_bad_utf8_in_form_is_invalid() -> None:
         decode_pairs(FORM, b"CallSid=%ff%fe&CallStatus=busy", max_fields=9)
 
 
-@given(st.text(alphabet="ab=&+%2Fé0 ", max_size=40))
+@given(st.text(alphabet="ab=&+%26DdC3A9é0 ", max_size=40))
 def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
     try:
         expected: list[tuple[str, str]] | None = parse_qsl(
