@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from . import signature
+from .access import BASIC_AUTH, BasicAuth, protected
 from .calls import CallTracker
 from .config import Config, LimitsConfig
 from .errors import Outcome, Rejected
@@ -219,8 +220,9 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[EXPORTER] = exporter
+    app[BASIC_AUTH] = BasicAuth(config.web.basic_auth_users)
     app.router.add_get("/", index)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", protected(metrics_handler))
     app.router.add_get("/healthz", healthz)
     for endpoint, process in PROCESSORS.items():
         app.router.add_route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))

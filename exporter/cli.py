@@ -2,6 +2,7 @@
 
     signalwire-exporter [--config FILE] [--listen-address HOST:PORT] [--log-level LEVEL]
     signalwire-exporter check-config --config FILE
+    signalwire-exporter hash-password   (reads the password from stdin)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from . import __version__
+from .access import hash_password, tls_context
 from .app import create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
@@ -47,7 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="config file to check")
+    commands.add_parser("hash-password",
+                        help="print a bcrypt hash for web.basic_auth_users (password on stdin)")
     return parser
+
+
+def print_password_hash() -> int:
+    import getpass
+
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\r\n")
+    if not password:
+        print("error: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+# Header limits for every connection (aiohttp's defaults, stated so docs/security.md can
+# name them): longer request or header lines, or more headers, get 400 before any handler.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 100
 
 
 def check_config(path: str | None) -> int:
@@ -72,12 +95,18 @@ def serve(config: Config) -> None:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
     host, port = config.host, config.port
-    log.info("listening", extra={"fields": {"address": f"{host}:{port}",
-                                            "version": __version__}})
+    log.info("listening", extra={"fields": {
+        "address": f"{host}:{port}", "version": __version__,
+        "tls": config.web.tls_cert_file is not None,
+        "basic_auth": bool(config.web.basic_auth_users)}})
     # run_app turns SIGTERM/SIGINT into a graceful stop: the listener closes, in-flight
     # requests finish (up to shutdown_timeout), then it returns and we exit 0.
     web.run_app(app, host=host, port=port, print=None, access_log=None,
-                shutdown_timeout=10.0, handle_signals=True)
+                shutdown_timeout=10.0, handle_signals=True,
+                ssl_context=tls_context(config.web),
+                keepalive_timeout=config.limits.keepalive_timeout_seconds,
+                max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
+                max_headers=MAX_HEADERS)
     log.info("stopped")
 
 
@@ -85,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "hash-password":
+        return print_password_hash()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
