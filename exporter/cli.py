@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -23,6 +26,7 @@ from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_confi
 from .logs import setup_logging
 
 log = logging.getLogger("exporter")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _listen_address(value: str) -> str:
@@ -86,6 +90,72 @@ def check_config(path: str | None) -> int:
     return 0
 
 
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
+
+class InFlight:
+    """Requests being handled now, so a stop can wait until they are done."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.count += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.count -= 1
+                if not self.count:
+                    self._idle.set()
+
+        self.middleware = middleware
+
+    async def drained(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+
+
+async def run_server(app: web.Application, config: Config) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish.
+
+    aiohttp's own shutdown (web.run_app, runner.cleanup) stops reading from open
+    connections at once, so a callback still sending its body would be cut off and
+    the provider would see it fail. So: close the listener, wait (bounded) until no
+    request is in flight, and only then clean up.
+    """
+    in_flight = InFlight()
+    app.middlewares.append(in_flight.middleware)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+                           keepalive_timeout=config.limits.keepalive_timeout_seconds,
+                           max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
+                           max_headers=MAX_HEADERS)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        host, port = config.host, config.port
+        site = web.TCPSite(runner, host, port, ssl_context=tls_context(config.web))
+        await site.start()
+        log.info("listening", extra={"fields": {
+            "address": f"{host}:{port}", "version": __version__,
+            "tls": config.web.tls_cert_file is not None,
+            "basic_auth": bool(config.web.basic_auth_users)}})
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests",
+                 extra={"fields": {"in_flight": in_flight.count}})
+        await site.stop()
+        await in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)
+    finally:
+        await runner.cleanup()
+
+
 def serve(config: Config) -> None:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
@@ -94,19 +164,7 @@ def serve(config: Config) -> None:
     if not config.signature.signing_keys:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
-    host, port = config.host, config.port
-    log.info("listening", extra={"fields": {
-        "address": f"{host}:{port}", "version": __version__,
-        "tls": config.web.tls_cert_file is not None,
-        "basic_auth": bool(config.web.basic_auth_users)}})
-    # run_app turns SIGTERM/SIGINT into a graceful stop: the listener closes, in-flight
-    # requests finish (up to shutdown_timeout), then it returns and we exit 0.
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
-                shutdown_timeout=10.0, handle_signals=True,
-                ssl_context=tls_context(config.web),
-                keepalive_timeout=config.limits.keepalive_timeout_seconds,
-                max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
-                max_headers=MAX_HEADERS)
+    asyncio.run(run_server(app, config))
     log.info("stopped")
 
 
