@@ -28,8 +28,6 @@ from .config import WebConfig
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REALM = 'Basic realm="signalwire-exporter", charset="UTF-8"'
-# Checked when the user name is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(4))
 
 
 def hash_password(password: str, rounds: int = 10) -> str:
@@ -64,6 +62,10 @@ class BasicAuth:
 
     def __init__(self, users: tuple[tuple[str, str], ...]) -> None:
         self._users = {name: hashed.encode("ascii") for name, hashed in users}
+        # Checked when the user name is unknown, at the same cost as a real hash, so a
+        # wrong name takes as long as a wrong password.
+        cost = int(users[0][1].split("$")[2]) if users else 4
+        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(cost))
         self._proven: set[bytes] = set()
         self._lock = asyncio.Lock()
 
@@ -83,7 +85,7 @@ class BasicAuth:
         if hashed is not None and fingerprint in self._proven:
             return True
         async with self._lock:
-            ok = await asyncio.to_thread(_check, hashed or _DUMMY_HASH, password)
+            ok = await asyncio.to_thread(_check, hashed or self._dummy, password)
         if ok and hashed is not None:
             if len(self._proven) > 1000:  # bounded, however many passwords are tried
                 self._proven.clear()
