@@ -227,6 +227,13 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
         if panel["type"] == "stat":  # one number, however many replicas and directions
             (target,) = panel["targets"]
             assert len(results[(panel["title"], target["refId"])]) == 1, panel["title"]
+        for target in panel["targets"]:
+            legend = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+            for series in results[(panel["title"], target["refId"])]:
+                labels = set(series["metric"])
+                # Replicas are summed: a line per instance only where the legend names it.
+                assert "instance" not in labels - legend, f"{panel['title']}: {labels}"
+                assert legend <= labels, f"{panel['title']}: legend {legend}, labels {labels}"
     assert len(results[("Tracked calls", "A")]) == 2  # one line per replica
 
     # One replica and one direction picked: every query still parses and runs.
