@@ -67,7 +67,8 @@ def quantile(q: float, histogram: str, matchers: str = RAW) -> str:
 
 
 def ratio(numerator: str, denominator: str) -> str:
-    return f"sum({numerator})\n/\nsum({denominator})"
+    """No traffic gives no value ("No data"), not NaN, as in the recording rules."""
+    return f"sum({numerator})\n/\n(sum({denominator}) > 0)"
 
 
 def average(histogram: str, window: str = "$__rate_interval") -> str:
