@@ -104,6 +104,15 @@ def test_recording_rules_queried_exist_in_the_bundled_rule_file() -> None:
     assert used <= recorded, f"not recorded: {sorted(used - recorded)}"
 
 
+def test_alert_dashboard_links_land_on_the_dashboard() -> None:
+    links = [rule["annotations"]["dashboard_url"]
+             for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+             if "dashboard_url" in rule.get("annotations", {})]
+    assert links, "the alerts should link to the dashboard"
+    for link in links:
+        assert f"/d/{load()['uid']}" in link, link
+
+
 def test_provisioning_points_grafana_at_prometheus_and_the_dashboards() -> None:
     datasources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yaml").read_text())
     (source,) = datasources["datasources"]
