@@ -163,8 +163,8 @@ def callbacks_rejected(config: AlertsConfig) -> Alert:
         f"{rejected} > {_number(c.threshold)}",
         c.severity,
         "SignalWire callbacks rejected as {{ $labels.outcome }} on {{ $labels.job }}",
-        f"{{{{ $value | humanize }}}} requests to /callbacks/{{{{ $labels.endpoint }}}} were "
-        f"rejected as {{{{ $labels.outcome }}}} in the last {c.window}. unauthorized = the "
+        f"/callbacks/{{{{ $labels.endpoint }}}} rejected {{{{ $value | humanize }}}} request(s) "
+        f"as {{{{ $labels.outcome }}}} in the last {c.window}. unauthorized = the "
         "signature did not match (signing key or public URL); invalid = a malformed or "
         "incomplete payload. Those callbacks were not counted.",
         c.pending_for)
