@@ -313,10 +313,10 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
 
 
 def _url(value: Any) -> str:
-    url = _optional_url(value)
-    if url is None:
-        raise ValueError("must be an http(s) URL")
-    return url
+    """An absolute http(s) link for an alert annotation; a query string is allowed."""
+    if not isinstance(value, str) or not re.match(r"^https?://[^/?#\s]+[^#\s]*$", value):
+        raise ValueError("must be an http(s) URL without a #fragment")
+    return value
 
 
 _DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
@@ -374,16 +374,26 @@ _ALERT_KEY_CHECKERS: dict[str, Callable[[Any], Any]] = {
     "mos_below": _finite,
     "outcomes": _outcomes,
 }
-_CHECKERS.update({
-    "alerts.job": _label_value,
-    "alerts.runbook_url": _url,
-    "alerts.report_url": _url,
-    "alerts.dashboard_url": _url,
-})
-for _section in fields(AlertsConfig):
-    if isinstance(_section.default_factory, type) and is_dataclass(_section.default_factory):
-        for _key in fields(_section.default_factory):
-            _CHECKERS[f"alerts.{_section.name}.{_key.name}"] = _ALERT_KEY_CHECKERS[_key.name]
+
+
+def _alert_checkers() -> dict[str, Callable[[Any], Any]]:
+    """Validators for every ``alerts.*`` key; per-alert keys go by their leaf name."""
+    checkers: dict[str, Callable[[Any], Any]] = {
+        "alerts.job": _label_value,
+        "alerts.runbook_url": _url,
+        "alerts.report_url": _url,
+        "alerts.dashboard_url": _url,
+    }
+    defaults = AlertsConfig()
+    for section in fields(defaults):
+        alert = getattr(defaults, section.name)
+        if is_dataclass(alert):
+            for key in fields(alert):
+                checkers[f"alerts.{section.name}.{key.name}"] = _ALERT_KEY_CHECKERS[key.name]
+    return checkers
+
+
+_CHECKERS.update(_alert_checkers())
 
 T = TypeVar("T")
 

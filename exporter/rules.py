@@ -97,7 +97,8 @@ def recording_rules() -> list[Record]:
 
 
 def _number(value: float) -> str:
-    return format(value, "g")
+    """Shortest plain form: 100.0 → 100, 0.2 * 100 → 20 (not 20.000000000000004)."""
+    return format(value, ".12g")
 
 
 def _increase(metric: str, config: AlertsConfig, window: str, selector: str = "",

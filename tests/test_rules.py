@@ -152,3 +152,11 @@ def test_mos_threshold_follows_the_exported_bucket_label() -> None:
     (quality,) = [build(config.alerts) for build in ALERTS
                   if build(config.alerts).name == "SignalWireCallQualityLow"]
     assert 'le="4.0"' in quality.expr
+
+
+def test_link_urls_may_carry_a_query_but_not_a_fragment() -> None:
+    dashboard = "https://grafana.example.com/d/signalwire-calls?orgId=1"
+    config = parse_config({"alerts": {"dashboard_url": dashboard}}, environ={})
+    assert f"dashboard_url: {dashboard}\n" in render_rules(config.alerts)
+    with pytest.raises(ConfigError, match=r"alerts\.runbook_url:"):
+        parse_config({"alerts": {"runbook_url": "https://wiki.example.com/a#b"}}, environ={})
