@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from prometheus_client.utils import floatToGoString
@@ -125,34 +125,49 @@ def call_failures_high(config: AlertsConfig) -> Alert:
         c.pending_for, links=True)
 
 
+class _ShareConfig(Protocol):
+    """The config keys every share-of-traffic alert has."""
+
+    @property
+    def severity(self) -> str: ...
+    @property
+    def window(self) -> str: ...
+    @property
+    def max_ratio(self) -> float: ...
+    @property
+    def min_count(self) -> float: ...
+    @property
+    def pending_for(self) -> str: ...
+
+
+def _share_alert(name: str, c: _ShareConfig, part: str, whole: str, summary: str,
+                 share_of: str, counted: str) -> Alert:
+    """Fires when ``part / whole`` tops ``c.max_ratio`` with ``whole >= c.min_count``."""
+    return Alert(
+        name, _share_with_minimum(part, whole, c.max_ratio, c.min_count), c.severity, summary,
+        f"{{{{ $value | humanizePercentage }}}} of {share_of} (threshold: more than "
+        f"{_number(c.max_ratio * 100)}%, with at least {_number(c.min_count)} {counted}).",
+        c.pending_for, links=True)
+
+
 def call_failure_ratio_high(config: AlertsConfig) -> Alert:
     c = config.call_failure_ratio_high
-    return Alert(
-        "SignalWireCallFailureRatioHigh",
-        _share_with_minimum(_increase(_FINAL, config, c.window, _NOT_ANSWERED),
-                            _increase(_FINAL, config, c.window), c.max_ratio, c.min_count),
-        c.severity,
+    return _share_alert(
+        "SignalWireCallFailureRatioHigh", c,
+        _increase(_FINAL, config, c.window, _NOT_ANSWERED), _increase(_FINAL, config, c.window),
         "High share of unanswered SignalWire calls on {{ $labels.job }}",
-        f"{{{{ $value | humanizePercentage }}}} of final calls in the last {c.window} ended "
-        f"failed, busy or no-answer (threshold: more than {_number(c.max_ratio * 100)}%, "
-        f"with at least {_number(c.min_count)} calls).",
-        c.pending_for, links=True)
+        f"final calls in the last {c.window} ended failed, busy or no-answer", "calls")
 
 
 def call_quality_low(config: AlertsConfig) -> Alert:
     c = config.call_quality_low
     mos: str = floatToGoString(c.mos_below)  # type: ignore[no-untyped-call]  # `le` as exported
-    return Alert(
-        "SignalWireCallQualityLow",
-        _share_with_minimum(
-            _increase("signalwire_call_mos_bucket", config, c.window, f'le="{mos}"'),
-            _increase("signalwire_call_mos_count", config, c.window), c.max_ratio, c.min_count),
-        c.severity,
+    return _share_alert(
+        "SignalWireCallQualityLow", c,
+        _increase("signalwire_call_mos_bucket", config, c.window, f'le="{mos}"'),
+        _increase("signalwire_call_mos_count", config, c.window),
         "Poor SignalWire call audio quality on {{ $labels.job }}",
-        f"{{{{ $value | humanizePercentage }}}} of calls that reported MOS in the last "
-        f"{c.window} had MOS {mos} or lower (threshold: more than "
-        f"{_number(c.max_ratio * 100)}%, with at least {_number(c.min_count)} such calls).",
-        c.pending_for, links=True)
+        f"calls that reported MOS in the last {c.window} had MOS {mos} or lower", "such calls")
 
 
 def callbacks_rejected(config: AlertsConfig) -> Alert:
