@@ -3,6 +3,7 @@
     signalwire-exporter [--config FILE] [--listen-address HOST:PORT] [--log-level LEVEL]
     signalwire-exporter check-config --config FILE
     signalwire-exporter hash-password   (reads the password from stdin)
+    signalwire-exporter rules [--config FILE] [--output FILE]
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
 
 from . import __version__
 from .access import hash_password, tls_context
 from .app import create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
+from .rules import render_rules
 
 log = logging.getLogger("exporter")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="config file to check")
     commands.add_parser("hash-password",
                         help="print a bcrypt hash for web.basic_auth_users (password on stdin)")
+    rules = commands.add_parser(
+        "rules", help="write the Prometheus rule file from the config's alerts: section")
+    rules.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="config file with the thresholds (default: built-in defaults)")
+    rules.add_argument("--output", metavar="FILE",
+                       help="write the rules here instead of to standard output")
     return parser
 
 
@@ -77,12 +86,19 @@ MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 100
 
 
-def check_config(path: str | None) -> int:
+def load_or_report(path: str | None) -> Config | None:
+    """The config at ``path``, or None after printing each of its errors."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def check_config(path: str | None) -> int:
+    config = load_or_report(path)
+    if config is None:
         return 1
     source = path or "built-in defaults"
     keys = len(config.signature.signing_keys)
@@ -120,7 +136,7 @@ class InFlight:
                 await self._idle.wait()
 
 
-async def run_server(app: web.Application, config: Config) -> None:
+async def run_server(app: web.Application, config: Config, in_flight: InFlight) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish.
 
     aiohttp's own shutdown (web.run_app, runner.cleanup) stops reading from open
@@ -128,7 +144,6 @@ async def run_server(app: web.Application, config: Config) -> None:
     the provider would see it fail. So: close the listener, wait (bounded) until no
     request is in flight, and only then clean up.
     """
-    in_flight = InFlight()
     app.middlewares.append(in_flight.middleware)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                            keepalive_timeout=config.limits.keepalive_timeout_seconds,
@@ -156,15 +171,36 @@ async def run_server(app: web.Application, config: Config) -> None:
         await runner.cleanup()
 
 
+def write_rules(path: str | None, output: str | None) -> int:
+    config = load_or_report(path)
+    if config is None:
+        return 1
+    text = render_rules(config.alerts)
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"error: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {output}; check it with: promtool check rules {output}", file=sys.stderr)
+    return 0
+
+
 def serve(config: Config) -> None:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     app = create_app(config, registry)
+    in_flight = InFlight()
+    Gauge("signalwire_exporter_http_requests_in_flight",
+          "HTTP requests being handled now, this scrape included.",
+          registry=registry).set_function(lambda: float(in_flight.count))
     if not config.signature.signing_keys:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
-    asyncio.run(run_server(app, config))
+    asyncio.run(run_server(app, config, in_flight))
     log.info("stopped")
 
 
@@ -174,11 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "hash-password":
         return print_password_hash()
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
+    if args.command == "rules":
+        return write_rules(args.config, args.output)
+    config = load_or_report(args.config)
+    if config is None:
         return 1
     if args.listen_address:
         config = dataclasses.replace(config, listen=args.listen_address)

@@ -336,6 +336,14 @@ def test_hash_password_command_and_check_config(tmp_path: Path) -> None:
 
 # --- graceful shutdown --------------------------------------------------------------------
 
+def in_flight(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("signalwire_exporter_http_requests_in_flight "):
+                return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
 def test_sigterm_lets_an_in_flight_callback_finish_and_count(exporter_process: Any) -> None:
     exporter = exporter_process("logging:\n  format: json\n")
     body = urlencode(callback("in-flight-1")).encode()
@@ -343,7 +351,10 @@ def test_sigterm_lets_an_in_flight_callback_finish_and_count(exporter_process: A
         sock.sendall(b"POST /callbacks/voice HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Type: application/x-www-form-urlencoded\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
-        time.sleep(0.3)  # the handler is now waiting for the rest of the body
+        for _ in range(100):  # until the handler waits for the rest of the body
+            if in_flight(exporter.url) == 2:  # that request and this scrape
+                break
+            time.sleep(0.05)
         exporter.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert exporter.proc.poll() is None, "exited with a request in flight"
