@@ -201,6 +201,10 @@ def serve(config: Config) -> None:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
     asyncio.run(run_server(app, config, in_flight))
+    # Closing the loop restored the default handlers: a repeated SIGTERM while the
+    # interpreter winds down would turn a clean exit 0 into a kill.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     log.info("stopped")
 
 
