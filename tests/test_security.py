@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient
 from exporter import signature
 from exporter.access import hash_password, parse_basic
 
-from .conftest import ROOT, ClientFactory, sample, scrape
+from .conftest import ROOT, ClientFactory, require_tool, sample, scrape
 
 KEY = "PSK_http_level_secret_91c2"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -303,7 +303,12 @@ def test_https_scrape_with_basic_auth(exporter_process: Any, tmp_path: Path) -> 
                                      headers=basic("prometheus", PASSWORD))
     with urllib.request.urlopen(request, timeout=5, context=trust) as response:
         assert response.status == 200
-        assert b"signalwire_calls_total" in response.read()
+        scraped = response.read()
+    assert b"signalwire_calls_total" in scraped
+    assert b"signalwire_exporter_http_requests_in_flight 1.0" in scraped
+    lint = subprocess.run([require_tool("promtool"), "check", "metrics"], input=scraped,
+                          capture_output=True, timeout=30)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, b"")
     assert http_status(f"{exporter.url}/metrics", context=trust) == 401
     with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP, TLS port
         urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/healthz", timeout=5)
