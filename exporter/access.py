@@ -78,8 +78,10 @@ class BasicAuth:
         if credentials is None:
             return False
         user, password = credentials
-        hashed = next((h for name, h in self._users.items()
-                       if hmac.compare_digest(name.encode(), user.encode())), None)
+        hashed = None
+        for name, candidate in self._users.items():  # no early exit: same time for any name
+            if hmac.compare_digest(name.encode(), user.encode()):
+                hashed = candidate
         fingerprint = hashlib.sha256(
             b"\0".join((user.encode(), password.encode(), hashed or b""))).digest()
         if hashed is not None and fingerprint in self._proven:
