@@ -24,8 +24,25 @@ from .calls import CallTracker
 from .config import Config, LimitsConfig
 from .errors import Outcome, Rejected
 from .logs import EVENT_LOGGER, level_number
-from .metrics import ExporterMetrics
-from .payloads import FORM, collect_fields, decode_pairs, decode_query, parse_call_event
+from .metrics import ExporterMetrics, ItemEvent, StatusMetrics, wants
+from .payloads import (
+    FINAL_MESSAGE_STATUSES,
+    FINAL_RECORDING_STATUSES,
+    FINAL_TRANSCRIPTION_STATUSES,
+    FORM,
+    MESSAGE_SENDING_STATUSES,
+    MESSAGE_STATUSES,
+    RECORDING_STATUSES,
+    TRANSCRIPTION_STATUSES,
+    collect_fields,
+    decode_pairs,
+    decode_query,
+    parse_call_event,
+    parse_message_event,
+    parse_recording_event,
+    parse_transcription_event,
+)
+from .statuses import Lifecycle, StatusTracker
 
 log = logging.getLogger(__name__)
 event_log = logging.getLogger(EVENT_LOGGER)
@@ -40,6 +57,8 @@ class Exporter:
     metrics: ExporterMetrics
     tracker: CallTracker
     event_level: int
+    items: dict[str, StatusTracker]  # endpoint → tracker, for messages and the like
+    item_metrics: StatusMetrics
 
 
 EXPORTER = web.AppKey("exporter", Exporter)
@@ -158,9 +177,47 @@ def callback_handler(endpoint: str, process: Processor) -> Handler:
     return handle
 
 
+# Endpoint → its item kind's lifecycle and parser (the kind is also a label value).
+LIFECYCLES: dict[str, Lifecycle] = {
+    "messaging": Lifecycle("message", MESSAGE_STATUSES, FINAL_MESSAGE_STATUSES,
+                           start=MESSAGE_SENDING_STATUSES, end="delivered"),
+    "recording": Lifecycle("recording", RECORDING_STATUSES, FINAL_RECORDING_STATUSES),
+    "transcription": Lifecycle("transcription", TRANSCRIPTION_STATUSES,
+                               FINAL_TRANSCRIPTION_STATUSES),
+}
+ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
+    "messaging": parse_message_event,
+    "recording": parse_recording_event,
+    "transcription": parse_transcription_event,
+}
+
+
+def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+    """Messages, recordings and transcriptions: one path, one tracker per kind."""
+    event = ITEM_PARSERS[endpoint](fields)
+    tracker = exporter.items[endpoint]
+    kind = tracker.lifecycle.kind
+    decision, departed = tracker.track(event.sid, event.status,
+                                       asyncio.get_running_loop().time(), wants(event))
+    if departed:
+        exporter.item_metrics.record_departed(kind, departed)
+    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
+    if not decision.duplicate:
+        exporter.item_metrics.record(event, decision)
+        if decision.late:
+            exporter.metrics.late_events.labels(endpoint).inc()
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, f"{kind} status", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, f"{kind}_sid": event.sid,
+            "status": event.status, "late": decision.late, "final": decision.final_status,
+            **event.log_fields()}})
+    return outcome
+
+
 PROCESSORS: dict[str, Processor] = {
     "voice": process_call,
     "inbound": process_call,
+    **dict.fromkeys(LIFECYCLES, process_item),
 }
 
 
@@ -180,23 +237,29 @@ async def healthz(request: web.Request) -> web.Response:
 async def index(request: web.Request) -> web.Response:
     return web.Response(text=(
         "signalwire-exporter\n\n"
-        "GET  /metrics           Prometheus metrics\n"
-        "GET  /healthz           liveness\n"
-        "POST /callbacks/voice   voice status callbacks\n"
-        "POST /callbacks/inbound incoming-number status callbacks\n"))
+        "GET  /metrics                 Prometheus metrics\n"
+        "GET  /healthz                 liveness\n"
+        "POST /callbacks/voice         voice status callbacks\n"
+        "POST /callbacks/inbound       incoming-number status callbacks\n"
+        "POST /callbacks/messaging     SMS/MMS status callbacks\n"
+        "POST /callbacks/recording     recording status callbacks\n"
+        "POST /callbacks/transcription transcription callbacks\n"))
 
 
 # --- background --------------------------------------------------------------------------
 
 async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
-    """Expire calls that outlive the TTL even when no traffic arrives."""
+    """Expire calls and items that outlive their TTL even when no traffic arrives."""
     exporter = app[EXPORTER]
     loop = asyncio.get_running_loop()
 
     async def sweep() -> None:
         while True:
             await asyncio.sleep(exporter.config.tracking.sweep_interval_seconds)
-            exporter.metrics.record_departed(exporter.tracker.expire(loop.time()))
+            now = loop.time()
+            exporter.metrics.record_departed(exporter.tracker.expire(now))
+            for items in exporter.items.values():
+                exporter.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
 
     task = asyncio.create_task(sweep())
     yield
@@ -211,11 +274,17 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     """Build the application; each app gets its own registry unless one is given."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and serve no query
     registry = registry if registry is not None else CollectorRegistry()
-    tracker = CallTracker(config.tracking.max_calls, config.tracking.call_ttl_seconds)
+    tracking = config.tracking
+    tracker = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
+    items = {endpoint: StatusTracker(lifecycle, tracking.max_items, tracking.item_ttl_seconds)
+             for endpoint, lifecycle in LIFECYCLES.items()}
     exporter = Exporter(
         config=config, registry=registry,
         metrics=ExporterMetrics(registry, config.buckets, tracker.__len__),
-        tracker=tracker, event_level=level_number(config.logging.event_level))
+        tracker=tracker, event_level=level_number(config.logging.event_level),
+        items=items,
+        item_metrics=StatusMetrics(registry, config.buckets, {
+            t.lifecycle.kind: t.__len__ for t in items.values()}))
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[EXPORTER] = exporter

@@ -57,6 +57,8 @@ class TrackingConfig:
     max_calls: int = 100_000
     call_ttl_seconds: float = 6 * 3600.0
     sweep_interval_seconds: float = 5.0
+    max_items: int = 100_000
+    item_ttl_seconds: float = 6 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,15 @@ class BucketsConfig:
     )
     post_dial_delay_seconds: tuple[float, ...] = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60)
     time_to_answer_seconds: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120)
+    message_delivery_seconds: tuple[float, ...] = (
+        1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+    )
+    recording_duration_seconds: tuple[float, ...] = (
+        5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
+    )
+    transcription_text_characters: tuple[float, ...] = (
+        0, 10, 50, 100, 250, 500, 1000, 2000, 4000,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +250,8 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "tracking.max_calls": _positive_int,
     "tracking.call_ttl_seconds": _positive_float,
     "tracking.sweep_interval_seconds": _positive_float,
+    "tracking.max_items": _positive_int,
+    "tracking.item_ttl_seconds": _positive_float,
     "logging.level": _choice(LOG_LEVELS),
     "logging.format": _choice(LOG_FORMATS),
     "logging.event_level": _choice(LOG_LEVELS),
