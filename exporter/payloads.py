@@ -410,7 +410,20 @@ def _text(fields: Mapping[str, str], name: str) -> str | None:
 
 
 @dataclass(slots=True)
-class MessageEvent:
+class ItemStatus:
+    """What every message, recording and transcription callback has.
+
+    ``sid`` is the item's MessageSid, RecordingSid or TranscriptionSid; ``status``
+    is always a member of that kind's status list (a label value).
+    """
+
+    sid: str
+    status: str
+    raw_status: str
+
+
+@dataclass(slots=True)
+class MessageEvent(ItemStatus):
     """One SMS/MMS status callback, typed.
 
     ``Body`` is not kept at all, and ``error_message`` is free text: neither may
@@ -418,9 +431,6 @@ class MessageEvent:
     it onto a closed list.
     """
 
-    message_sid: str
-    status: str
-    raw_status: str
     direction: str = "unknown"
     account_sid: str | None = None
     from_: str | None = None
@@ -431,10 +441,6 @@ class MessageEvent:
     error_message: str | None = None
     api_version: str | None = None
 
-    @property
-    def sid(self) -> str:
-        return self.message_sid
-
     def log_fields(self) -> dict[str, object]:
         """What may be logged: no numbers, no Body, no ErrorMessage."""
         return {"direction": self.direction, "segments": self.num_segments,
@@ -443,12 +449,9 @@ class MessageEvent:
 
 
 @dataclass(slots=True)
-class RecordingEvent:
+class RecordingEvent(ItemStatus):
     """One recording status callback, typed."""
 
-    recording_sid: str
-    status: str
-    raw_status: str
     call_sid: str | None = None
     account_sid: str | None = None
     recording_url: str | None = None
@@ -456,31 +459,20 @@ class RecordingEvent:
     channels: int | None = None
     source: str | None = None
 
-    @property
-    def sid(self) -> str:
-        return self.recording_sid
-
     def log_fields(self) -> dict[str, object]:
         return {"call_sid": self.call_sid, "duration": self.duration,
                 "channels": self.channels}
 
 
 @dataclass(slots=True)
-class TranscriptionEvent:
+class TranscriptionEvent(ItemStatus):
     """One transcription callback; only the text's length is kept, never the text."""
 
-    transcription_sid: str
-    status: str
-    raw_status: str
     text_length: int | None = None
     recording_sid: str | None = None
     call_sid: str | None = None
     account_sid: str | None = None
     transcription_url: str | None = None
-
-    @property
-    def sid(self) -> str:
-        return self.transcription_sid
 
     def log_fields(self) -> dict[str, object]:
         """The text's length only: the text itself is free text."""
@@ -492,7 +484,7 @@ def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
     sid = required(fields, "MessageSid")
     raw_status = required(fields, "MessageStatus")
     return MessageEvent(
-        message_sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
+        sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
         direction=normalize(fields.get("Direction"), MESSAGE_DIRECTIONS),
         account_sid=_text(fields, "AccountSid"), from_=_text(fields, "From"),
         to=_text(fields, "To"),
@@ -507,7 +499,7 @@ def parse_recording_event(fields: Mapping[str, str]) -> RecordingEvent:
     sid = required(fields, "RecordingSid")
     raw_status = required(fields, "RecordingStatus")
     return RecordingEvent(
-        recording_sid=sid, status=normalize(raw_status, RECORDING_STATUSES),
+        sid=sid, status=normalize(raw_status, RECORDING_STATUSES),
         raw_status=raw_status, call_sid=_text(fields, "CallSid"),
         account_sid=_text(fields, "AccountSid"), recording_url=_text(fields, "RecordingUrl"),
         duration=_optional(fields, "RecordingDuration", _int, True),
@@ -524,7 +516,7 @@ def parse_transcription_event(fields: Mapping[str, str]) -> TranscriptionEvent:
     raw_status = required(fields, "TranscriptionStatus")
     text = fields.get("TranscriptionText")
     return TranscriptionEvent(
-        transcription_sid=sid, status=normalize(raw_status, TRANSCRIPTION_STATUSES),
+        sid=sid, status=normalize(raw_status, TRANSCRIPTION_STATUSES),
         raw_status=raw_status, text_length=None if text is None else len(text),
         recording_sid=_text(fields, "RecordingSid"), call_sid=_text(fields, "CallSid"),
         account_sid=_text(fields, "AccountSid"),

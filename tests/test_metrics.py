@@ -23,6 +23,19 @@ def send(url: str, body: bytes) -> int:
         return response.status
 
 
+def scraped_metrics(url: str) -> bytes:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        return bytes(response.read())
+
+
+def check_with_promtool(promtool: str, scraped: bytes) -> None:
+    """``promtool check metrics`` passes and prints nothing (no lint warnings either)."""
+    result = subprocess.run([promtool, "check", "metrics"], input=scraped,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == b"" and result.stderr == b""
+
+
 def test_promtool_check_metrics_on_a_real_scrape_prints_nothing(exporter_process: Any) -> None:
     promtool = require_tool("promtool")
     exporter = exporter_process()
@@ -33,12 +46,7 @@ def test_promtool_check_metrics_on_a_real_scrape_prints_nothing(exporter_process
                 "&CallDuration=61&AudioInMos=3.9&SipResultCode=200&AudioInJitterMaxVariance=4"
                 "&AudioInMediaPacketCount=100&AudioInSkipPacketCount=1").encode()
         assert send(url, body) == 200
-    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
-        scraped = response.read()
-    result = subprocess.run([promtool, "check", "metrics"], input=scraped,
-                            capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == b"" and result.stderr == b""
+    check_with_promtool(promtool, scraped_metrics(exporter.url))
     assert exporter.stop() == 0
 
 
@@ -73,13 +81,9 @@ def test_promtool_accepts_messaging_recording_transcription_metrics(exporter_pro
             ("transcription", "TranscriptionSid=t1&TranscriptionStatus=completed"
                               "&TranscriptionText=hello")):
         assert send(f"{exporter.url}/callbacks/{endpoint}", body.encode()) == 200
-    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
-        scraped = response.read()
+    scraped = scraped_metrics(exporter.url)
     assert b'signalwire_messages_total{status="delivered"} 1.0' in scraped
-    result = subprocess.run([promtool, "check", "metrics"], input=scraped,
-                            capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == b"" and result.stderr == b""
+    check_with_promtool(promtool, scraped)
     assert exporter.stop() == 0
 
 

@@ -251,7 +251,7 @@ def test_message_event_is_typed_and_keeps_no_body() -> None:
         "MessageSid": "m", "MessageStatus": "Undelivered", "Body": "secret", "NumSegments": "3",
         "NumMedia": "x", "ErrorCode": "30003", "Direction": "outbound-api",
         "ErrorMessage": "Unreachable"})
-    assert event == MessageEvent(message_sid="m", status="undelivered", raw_status="Undelivered",
+    assert event == MessageEvent(sid="m", status="undelivered", raw_status="Undelivered",
                                  direction="outbound-api", num_segments=3, num_media=None,
                                  error_code="30003", error_message="Unreachable")
     assert "secret" not in repr(event)
