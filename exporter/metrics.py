@@ -123,8 +123,9 @@ class ExporterMetrics:
             "Requests to callback endpoints by outcome.", ("endpoint", "outcome"))
         self.late_events = counter(
             "signalwire_exporter_late_events_total",
-            "Events that arrived after a newer event of the same call, or after the final "
-            "status of the same message, recording or transcription (counted, not applied).",
+            "Events that arrived after a newer event of the same call, or non-final statuses "
+            "after the final one of a message, recording or transcription (counted, not "
+            "applied).",
             ("endpoint",))
         self.timestamp_errors = counter(
             "signalwire_exporter_timestamp_errors_total",

@@ -6,8 +6,9 @@ These callbacks carry no SequenceNumber, so the rules are simpler than for calls
 
 - an (sid, status) seen before is a duplicate: nothing recorded;
 - every other event counts once as a status event, late ones included;
-- the first final status to arrive is the item's, counted once; an event that
-  arrives after the item is final is ``late`` (counted, never changes the final);
+- the first final status to arrive is the item's, counted once; a later final
+  counts only as a status event; a non-final status arriving after the final is
+  ``late`` (counted as an event, never changes the final);
 - one-shot observations (an error code, a duration, a segment count) are granted
   at most once per item: the caller asks with bits, the tracker hands each out once;
 - the time from the first ``start`` status to the ``end`` status (a message's
@@ -100,8 +101,11 @@ class StatusTracker:
         if state.seen & bit:
             return StatusDecision(duplicate=True)
         state.seen |= bit
-        decision = StatusDecision(late=state.final is not None)
-        if status in self.lifecycle.finals and state.final is None:
+        is_final = status in self.lifecycle.finals
+        # late: a status that comes before a final one arrived after it (delivered →
+        # read, or undelivered → failed, is a later status, not a late one)
+        decision = StatusDecision(late=state.final is not None and not is_final)
+        if is_final and state.final is None:
             state.final = decision.final_status = status
         decision.granted = wants & ~state.granted
         state.granted |= wants

