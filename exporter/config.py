@@ -137,6 +137,15 @@ class CallbacksRejectedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageDeliveryFailuresHighConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    max_ratio: float = 0.1
+    min_count: float = 20.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterDownConfig:
     severity: str = "critical"
     pending_for: str = "5m"
@@ -157,6 +166,8 @@ class AlertsConfig:
     callbacks_rejected: CallbacksRejectedConfig = field(
         default_factory=CallbacksRejectedConfig)
     exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig)
+    message_delivery_failures_high: MessageDeliveryFailuresHighConfig = field(
+        default_factory=MessageDeliveryFailuresHighConfig)
 
 
 @dataclass(frozen=True, slots=True)
