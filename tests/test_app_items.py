@@ -313,9 +313,9 @@ async def test_unfinished_items_expire_and_are_counted(exporter_client: ClientFa
     await post(client, message(new_sid(), "sent", NumMedia="1"), endpoint="messaging")  # MMS
     await post(client, message(new_sid(), "delivered"), endpoint="messaging")
     await post(client, recording(new_sid(), "in-progress"), endpoint="recording")
-    assert sample(client, "signalwire_exporter_tracked_items", kind="message") == 2
-    for _ in range(100):
-        if sample(client, "signalwire_exporter_tracked_items", kind="message") == 0:
+    for _ in range(100):  # the sweeper runs every 0.05 s; bounded wait for it
+        if sum(sample(client, "signalwire_exporter_tracked_items", kind=kind)
+               for kind in ("message", "recording")) == 0:
             break
         await asyncio.sleep(0.05)
     values = await scrape(client)
@@ -326,6 +326,7 @@ async def test_unfinished_items_expire_and_are_counted(exporter_client: ClientFa
     assert values[series("signalwire_exporter_items_expired_total", kind="transcription",
                          reason="ttl")] == 0
     assert values[series("signalwire_exporter_tracked_items", kind="recording")] == 0
+    assert values[series("signalwire_messages_total", status="delivered")] == 1
 
 
 async def test_capacity_eviction_is_counted(exporter_client: ClientFactory) -> None:
