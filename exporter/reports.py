@@ -45,7 +45,7 @@ NUMBER_FIELDS = ("to_number", "from_number")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9][0-9.]*$")
+_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9][0-9.*]*$")  # numbers, masked ones too
 
 
 def mask_number(number: str) -> str:
