@@ -6,7 +6,6 @@ import csv
 import io
 import itertools
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -17,8 +16,8 @@ from exporter.errors import Rejected
 from exporter.payloads import parse_call_event
 
 from .conftest import ClientFactory, sample
+from .test_app import post as post_callback
 
-FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 _sids = itertools.count()
 HEADER = ["Call SID", "Call Status", "Event Timestamp", "Call Direction", "To Number",
           "From Number", "Recording URL (if present)", "SIP Result Code",
@@ -32,10 +31,9 @@ def call(status: str, sid: str | None = None, **extra: str) -> dict[str, str]:
             "SipResultCode": "404", "SipInviteResultPhrase": "Not Found", **extra}
 
 
-async def post(client: TestClient, fields: dict[str, str]) -> None:
-    response = await client.post("/callbacks/voice", data=urlencode(fields),
-                                 headers=FORM_HEADERS)
-    assert response.status == 200
+async def post(client: TestClient, fields: dict[str, str], endpoint: str = "voice") -> None:
+    status, _ = await post_callback(client, fields, endpoint)
+    assert status == 200
 
 
 async def get_csv(client: TestClient, query: str = "") -> list[list[str]]:
@@ -146,9 +144,7 @@ async def test_csv_lists_unsuccessful_calls_once(client: TestClient) -> None:
 async def test_inbound_endpoint_calls_are_reported_as_inbound(client: TestClient) -> None:
     fields = call("failed", "inbound-1")
     del fields["Direction"]
-    response = await client.post("/callbacks/inbound", data=urlencode(fields),
-                                 headers=FORM_HEADERS)
-    assert response.status == 200
+    await post(client, fields, "inbound")
     rows = await get_csv(client)
     assert rows[1][3] == "inbound"
 
