@@ -72,6 +72,7 @@ class Notification:
     alertname: str
     summary: str
     count: int
+    description: str = ""
 
 
 def _mapping(value: Any, name: str) -> dict[str, str]:
@@ -102,7 +103,7 @@ def parse_notification(document: Any) -> Notification:
     if not isinstance(alerts, list) or not alerts:
         raise invalid("alerts must be a non-empty list")
     names: list[str] = []
-    summaries: list[str] = []
+    first: dict[str, str] = {}  # annotations of the first alert in the notification's status
     count = 0
     for index, alert in enumerate(alerts):
         if not isinstance(alert, dict):
@@ -112,17 +113,18 @@ def parse_notification(document: Any) -> Notification:
         name = _mapping(alert.get("labels"), f"alerts[{index}].labels").get("alertname", "")
         if name and name not in names:
             names.append(name)
-        summary = _mapping(alert.get("annotations"),
-                           f"alerts[{index}].annotations").get("summary", "")
-        if summary and matches:
-            summaries.append(summary)
+        annotations = _mapping(alert.get("annotations"), f"alerts[{index}].annotations")
+        if matches and not first:
+            first = annotations
     common_labels = _mapping(document.get("commonLabels"), "commonLabels")
     group_labels = _mapping(document.get("groupLabels"), "groupLabels")
     common = _mapping(document.get("commonAnnotations"), "commonAnnotations")
     alertname = (group_labels.get("alertname") or common_labels.get("alertname")
                  or ",".join(names) or "alert")
-    summary = common.get("summary") or (summaries[0] if summaries else "")
-    return Notification(status, alertname, summary, count or len(alerts))
+    return Notification(status, alertname,
+                        common.get("summary") or first.get("summary", ""),
+                        count or len(alerts),
+                        common.get("description") or first.get("description", ""))
 
 
 def truncate(text: str, max_length: int) -> str:
@@ -137,9 +139,16 @@ def truncate(text: str, max_length: int) -> str:
 
 
 def format_sms(notification: Notification, max_length: int) -> str:
-    """``[FIRING:2] SignalWireCallFailuresHigh: 131 calls failed in the last hour``."""
+    """``[FIRING:1] Name: summary. description``, cut to ``max_length``.
+
+    The description goes last: it carries the numbers (how many calls failed), useful
+    when it fits, the first thing cut when it does not.
+    """
     head = f"[{notification.status.upper()}:{notification.count}] {notification.alertname}"
-    text = f"{head}: {notification.summary}" if notification.summary else head
+    parts = [part.strip() for part in (notification.summary, notification.description)
+             if part.strip()]
+    body = " ".join([*(p if p[-1] in ".!?" else f"{p}." for p in parts[:-1]), *parts[-1:]])
+    text = f"{head}: {body}" if body else head
     text = _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
     return truncate(text, max_length)
 

@@ -19,6 +19,9 @@ __all__ = ["fake_api"]  # the fixture, imported so pytest finds it here
 
 TO = ["+15551234567", "+15559876543"]
 BEARER = {"Authorization": "Bearer hook-secret"}
+SUMMARY = "Many SignalWire calls failed on signalwire-exporter"
+DESCRIPTION = "131 calls ended failed in the last 1h."
+FIRING_SMS = f"[FIRING:2] SignalWireCallFailuresHigh: {SUMMARY}. {DESCRIPTION}"
 
 
 def notification(status: str = "firing", count: int = 2, **extra: Any) -> dict[str, Any]:
@@ -27,8 +30,7 @@ def notification(status: str = "firing", count: int = 2, **extra: Any) -> dict[s
         "status": status,
         "labels": {"alertname": "SignalWireCallFailuresHigh", "severity": "critical",
                    "instance": f"exporter-{i}:9880", "job": "signalwire-exporter"},
-        "annotations": {"summary": "131 calls failed in the last hour",
-                        "description": "More than 100 calls ended failed within 1h.",
+        "annotations": {"summary": SUMMARY, "description": DESCRIPTION,
                         "runbook_url": "https://example.com/runbook"},
         "startsAt": "2026-11-23T15:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus:9090/graph", "fingerprint": f"abc{i}",
@@ -39,7 +41,8 @@ def notification(status: str = "firing", count: int = 2, **extra: Any) -> dict[s
         "groupLabels": {"alertname": "SignalWireCallFailuresHigh"},
         "commonLabels": {"alertname": "SignalWireCallFailuresHigh", "severity": "critical",
                          "job": "signalwire-exporter"},
-        "commonAnnotations": {"summary": "131 calls failed in the last hour"},
+        "commonAnnotations": {"summary": SUMMARY, "description": DESCRIPTION,
+                              "runbook_url": "https://example.com/runbook"},
         "externalURL": "http://alertmanager:9093", "alerts": alerts,
     }
     document.update(extra)
@@ -54,14 +57,19 @@ def relay_config(api: FakeSignalWire, to: list[str] | None = None,
 
 # --- formatting (pure) -----------------------------------------------------------------------
 
-def test_firing_sms_names_count_alert_and_summary() -> None:
+def test_firing_sms_names_count_alert_summary_and_description() -> None:
     text = sms.format_sms(sms.parse_notification(notification()), 160)
-    assert text == "[FIRING:2] SignalWireCallFailuresHigh: 131 calls failed in the last hour"
+    assert text == FIRING_SMS
 
 
 def test_resolved_sms_counts_resolved_alerts() -> None:
     text = sms.format_sms(sms.parse_notification(notification("resolved", 1)), 160)
-    assert text == "[RESOLVED:1] SignalWireCallFailuresHigh: 131 calls failed in the last hour"
+    assert text == f"[RESOLVED:1] SignalWireCallFailuresHigh: {SUMMARY}. {DESCRIPTION}"
+
+
+def test_description_is_what_a_short_limit_cuts() -> None:
+    text = sms.format_sms(sms.parse_notification(notification()), 105)
+    assert text == f"[FIRING:2] SignalWireCallFailuresHigh: {SUMMARY}. 131 calls..."
 
 
 def test_count_is_alerts_in_the_notifications_status() -> None:
@@ -70,13 +78,19 @@ def test_count_is_alerts_in_the_notifications_status() -> None:
     assert sms.parse_notification(document).count == 2
 
 
-def test_summary_falls_back_to_first_alert_then_to_none() -> None:
+def test_annotations_fall_back_to_the_first_alert_then_to_none() -> None:
     document = notification(commonAnnotations={})
-    assert sms.parse_notification(document).summary == "131 calls failed in the last hour"
+    document["alerts"][0]["status"] = "resolved"
+    document["alerts"][1]["annotations"]["summary"] = "the firing one"
+    assert format_text(document) == (
+        f"[FIRING:1] SignalWireCallFailuresHigh: the firing one. {DESCRIPTION}")
     for alert in document["alerts"]:
         alert["annotations"] = {}
-    assert sms.format_sms(sms.parse_notification(document), 160) == (
-        "[FIRING:2] SignalWireCallFailuresHigh")
+    assert format_text(document) == "[FIRING:1] SignalWireCallFailuresHigh"
+
+
+def format_text(document: dict[str, Any]) -> str:
+    return sms.format_sms(sms.parse_notification(document), 160)
 
 
 def test_long_text_is_cut_at_a_word_with_ascii_ellipsis() -> None:
@@ -89,9 +103,9 @@ def test_long_text_is_cut_at_a_word_with_ascii_ellipsis() -> None:
 
 
 def test_newlines_and_control_characters_become_single_spaces() -> None:
-    document = notification(commonAnnotations={"summary": "line one\n\n\tline\x00two  "})
-    assert sms.format_sms(sms.parse_notification(document), 160).endswith(
-        ": line one line two")
+    document = notification(commonAnnotations={"summary": "line one\n\n\tline\x00two  ",
+                                               "description": "\r\nsecond\tpart\x7f"})
+    assert format_text(document).endswith(": line one line two. second part")
 
 
 @pytest.mark.parametrize(("document", "message"), [
@@ -185,9 +199,8 @@ async def test_each_recipient_gets_one_sms(exporter_client: ClientFactory,
     response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
     assert response.status == 200
     assert await response.json() == {"sent": 2, "failed": 0}
-    body = "[FIRING:2] SignalWireCallFailuresHigh: 131 calls failed in the last hour"
     assert sorted(fake_api.messages, key=lambda m: m["To"]) == [
-        {"From": FROM, "To": to, "Body": body} for to in TO]
+        {"From": FROM, "To": to, "Body": FIRING_SMS} for to in TO]
     assert fake_api.refused == []
     assert sample(client, "signalwire_exporter_sms_total", result="sent") == 2
     assert sample(client, "signalwire_exporter_alert_notifications_total", outcome="sent") == 1

@@ -81,9 +81,16 @@ def test_failed_calls_page_by_sms(tmp_path: Path, exporter_process: Any,
         f"alertmanager:\n{alertmanager.log()}"))
     (alert,) = [a for a in alertmanager.get_json("/api/v2/alerts")
                 if a["labels"]["alertname"] == "SignalWireCallFailuresHigh"]
-    body = f"[FIRING:1] SignalWireCallFailuresHigh: {alert['annotations']['summary']}"
-    assert sorted(fake_api.messages[:len(TO)], key=lambda m: m["To"]) == [
-        {"From": FROM, "To": to, "Body": body} for to in TO]
+    messages = sorted(fake_api.messages, key=lambda m: m["To"])
+    assert [(m["From"], m["To"]) for m in messages] == [(FROM, to) for to in TO]
+    body = messages[0]["Body"]
+    assert messages[1]["Body"] == body
+    # Summary first, then as much of the description (it has the count) as fits.
+    head = f"[FIRING:1] SignalWireCallFailuresHigh: {alert['annotations']['summary']}. "
+    assert body.startswith(head)
+    assert len(body) <= 160
+    assert alert["annotations"]["description"].startswith(body[len(head):].removesuffix("..."))
+    assert " calls ended failed" in body
     assert fake_api.refused == []
 
     metrics = urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5).read().decode()
