@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 
 from exporter import sms
 from exporter.config import ConfigError, parse_config
@@ -53,6 +55,16 @@ def relay_config(api: FakeSignalWire, to: list[str] | None = None,
                  **overrides: Any) -> dict[str, Any]:
     return {"sms": api.sms_config(to or TO[:1], retry_initial_delay_seconds=0.01,
                                   **overrides)}
+
+
+async def notify(exporter_client: ClientFactory, api: FakeSignalWire, script: list[int],
+                 to: list[str] | None = None, **overrides: Any,
+                 ) -> tuple[TestClient, ClientResponse]:
+    """Start an exporter relaying to ``api``, which answers ``script``; send one notification."""
+    api.script[:] = script
+    client = await exporter_client(relay_config(api, to, **overrides))
+    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    return client, response
 
 
 # --- formatting (pure) -----------------------------------------------------------------------
@@ -195,8 +207,7 @@ def test_repr_hides_secrets_and_numbers() -> None:
 
 async def test_each_recipient_gets_one_sms(exporter_client: ClientFactory,
                                            fake_api: FakeSignalWire) -> None:
-    client = await exporter_client(relay_config(fake_api, TO))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [], TO)
     assert response.status == 200
     assert await response.json() == {"sent": 2, "failed": 0}
     assert sorted(fake_api.messages, key=lambda m: m["To"]) == [
@@ -279,9 +290,7 @@ async def test_relay_off_answers_404(exporter_client: ClientFactory) -> None:
 
 async def test_5xx_is_retried_until_it_succeeds(exporter_client: ClientFactory,
                                                 fake_api: FakeSignalWire) -> None:
-    fake_api.script[:] = [500, 503]
-    client = await exporter_client(relay_config(fake_api))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [500, 503])
     assert response.status == 200
     assert fake_api.requests == 3
     assert len(fake_api.messages) == 1
@@ -292,18 +301,15 @@ async def test_5xx_is_retried_until_it_succeeds(exporter_client: ClientFactory,
 
 async def test_429_is_retried(exporter_client: ClientFactory,
                               fake_api: FakeSignalWire) -> None:
-    fake_api.script[:] = [429]
-    client = await exporter_client(relay_config(fake_api))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    _, response = await notify(exporter_client, fake_api, [429])
     assert response.status == 200
     assert fake_api.requests == 2
 
 
 async def test_gives_up_after_max_attempts_with_502(exporter_client: ClientFactory,
                                                     fake_api: FakeSignalWire) -> None:
-    fake_api.script[:] = [500, 500, 500, 500]
-    client = await exporter_client(relay_config(fake_api, max_attempts=3))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [500, 500, 500, 500],
+                                    max_attempts=3)
     assert response.status == 502
     assert await response.json() == {
         "sent": 0, "failed": 1, "error": "SignalWire API did not accept the SMS (retry later)"}
@@ -316,9 +322,7 @@ async def test_gives_up_after_max_attempts_with_502(exporter_client: ClientFacto
 
 async def test_4xx_is_not_retried_and_answers_424(exporter_client: ClientFactory,
                                                   fake_api: FakeSignalWire) -> None:
-    fake_api.script[:] = [400]
-    client = await exporter_client(relay_config(fake_api))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [400])
     assert response.status == 424
     assert fake_api.requests == 1
     assert sample(client, "signalwire_exporter_sms_api_requests_total",
@@ -329,17 +333,14 @@ async def test_4xx_is_not_retried_and_answers_424(exporter_client: ClientFactory
 
 async def test_wrong_api_credentials_are_refused_not_retried(
         exporter_client: ClientFactory, fake_api: FakeSignalWire) -> None:
-    client = await exporter_client(relay_config(fake_api, api_token="wrong"))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    _, response = await notify(exporter_client, fake_api, [], api_token="wrong")
     assert response.status == 424
     assert fake_api.refused == ["wrong basic auth"]
 
 
 async def test_a_hanging_api_times_out_and_is_retried(exporter_client: ClientFactory,
                                                       fake_api: FakeSignalWire) -> None:
-    fake_api.script[:] = [HANG]
-    client = await exporter_client(relay_config(fake_api, timeout_seconds=0.3))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [HANG], timeout_seconds=0.3)
     assert response.status == 200
     assert len(fake_api.messages) == 1
     assert sample(client, "signalwire_exporter_sms_api_requests_total", outcome="timeout") == 1
@@ -348,8 +349,7 @@ async def test_a_hanging_api_times_out_and_is_retried(exporter_client: ClientFac
 async def test_unreachable_api_gives_up_with_502(exporter_client: ClientFactory,
                                                  fake_api: FakeSignalWire) -> None:
     fake_api.stop()  # nothing listens on its port any more
-    client = await exporter_client(relay_config(fake_api, max_attempts=2))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [], max_attempts=2)
     assert response.status == 502
     assert sample(client, "signalwire_exporter_sms_api_requests_total",
                   outcome="connection_error") == 2
@@ -357,9 +357,7 @@ async def test_unreachable_api_gives_up_with_502(exporter_client: ClientFactory,
 
 async def test_partial_delivery_answers_200_so_nobody_gets_it_twice(
         exporter_client: ClientFactory, fake_api: FakeSignalWire) -> None:
-    fake_api.script[:] = [400]
-    client = await exporter_client(relay_config(fake_api, TO))
-    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    client, response = await notify(exporter_client, fake_api, [400], TO)
     assert response.status == 200
     assert await response.json() == {"sent": 1, "failed": 1}
     assert sample(client, "signalwire_exporter_alert_notifications_total",
