@@ -329,3 +329,59 @@ class StatusMetrics:
     def record_departed(self, kind: str, reasons: Iterable[str]) -> None:
         for reason in reasons:
             self.expired.labels(kind, reason).inc()
+# --- SMS relay and failed-call report ------------------------------------------------------
+
+API_OUTCOMES: tuple[str, ...] = (
+    "sent", "client_error", "server_error", "rate_limited", "timeout", "connection_error")
+
+
+class RelayMetrics:
+    """The SMS relay's counters; a separate family from callbacks so the
+    SignalWireCallbacksRejected alert never fires on a misdirected Alertmanager."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "signalwire_exporter_alert_notifications_total",
+            "Alertmanager notifications to /alerts/sms by outcome (sent, partial = some "
+            "recipients texted, failed = none and may be retried, refused = API said no, "
+            "or why the request was rejected).", ["outcome"], registry=registry)
+        self.messages = Counter(
+            "signalwire_exporter_sms_total",
+            "SMS per recipient, after retries: sent or failed.", ["result"], registry=registry)
+        self.api_requests = Counter(
+            "signalwire_exporter_sms_api_requests_total",
+            "Requests to the SignalWire Messages API, retries included, by outcome.",
+            ["outcome"], registry=registry)
+        for outcome in ("sent", "partial", "failed", "refused", "unauthorized", "invalid"):
+            self.notifications.labels(outcome)
+        for result in ("sent", "failed"):
+            self.messages.labels(result)
+        for outcome in API_OUTCOMES:
+            self.api_requests.labels(outcome)
+
+    def notification(self, outcome: str) -> None:
+        self.notifications.labels(outcome).inc()
+
+    def sms(self, sent: bool) -> None:
+        self.messages.labels("sent" if sent else "failed").inc()
+
+    def api_request(self, outcome: str) -> None:
+        self.api_requests.labels(outcome).inc()
+
+
+class ReportMetrics:
+    def __init__(self, registry: CollectorRegistry, held: Callable[[], int]) -> None:
+        self.requests = Counter(
+            "signalwire_exporter_report_requests_total",
+            "Requests to /reports/failed-calls by outcome (ok, invalid, unauthorized).",
+            ["outcome"], registry=registry)
+        self.entries = Gauge(
+            "signalwire_exporter_report_failed_calls",
+            "Unsuccessful calls held for /reports/failed-calls (bounded by config).",
+            registry=registry)
+        self.entries.set_function(lambda: float(held()))
+        for outcome in ("ok", "invalid", "unauthorized"):
+            self.requests.labels(outcome)
+
+    def request(self, outcome: str) -> None:
+        self.requests.labels(outcome).inc()
