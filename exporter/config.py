@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -50,6 +51,7 @@ class LimitsConfig:
     max_fields: int = 200
     max_field_length: int = 4096
     read_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ class TrackingConfig:
     max_calls: int = 100_000
     call_ttl_seconds: float = 6 * 3600.0
     sweep_interval_seconds: float = 5.0
+    max_items: int = 100_000
+    item_ttl_seconds: float = 6 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,15 @@ class BucketsConfig:
     )
     post_dial_delay_seconds: tuple[float, ...] = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60)
     time_to_answer_seconds: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120)
+    message_delivery_seconds: tuple[float, ...] = (
+        1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+    )
+    recording_duration_seconds: tuple[float, ...] = (
+        5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
+    )
+    transcription_text_characters: tuple[float, ...] = (
+        0, 10, 50, 100, 250, 500, 1000, 2000, 4000,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,145 @@ class LoggingConfig:
     level: str = "info"
     format: str = "text"
     event_level: str = "info"
+
+
+SEVERITIES = ("critical", "warning", "info")
+DEFAULT_RUNBOOK_URL = (
+    "https://github.com/signalwire-exporter/signalwire-exporter/blob/main/docs/runbook.md")
+
+
+# One dataclass per alert, keys from a shared vocabulary (see _ALERT_KEY_CHECKERS) so a new
+# alert needs no new validators: add its section here and its builder in exporter/rules.py.
+@dataclass(frozen=True, slots=True)
+class CallFailuresHighConfig:
+    severity: str = "critical"
+    window: str = "1h"
+    threshold: float = 100.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailureRatioHighConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    max_ratio: float = 0.2
+    min_count: float = 20.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class CallQualityLowConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    mos_below: float = 3.5
+    max_ratio: float = 0.1
+    min_count: float = 10.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbacksRejectedConfig:
+    severity: str = "warning"
+    window: str = "10m"
+    threshold: float = 0.0
+    outcomes: tuple[str, ...] = ("unauthorized", "invalid")
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeliveryFailuresHighConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    max_ratio: float = 0.1
+    min_count: float = 20.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterDownConfig:
+    severity: str = "critical"
+    pending_for: str = "5m"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Inputs of ``signalwire-exporter rules``: the exporter itself never reads them."""
+
+    job: str = "signalwire-exporter"
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    report_url: str = "http://localhost:9880/reports/failed-calls"
+    dashboard_url: str = "http://localhost:3000/d/signalwire-calls"
+    call_failures_high: CallFailuresHighConfig = field(default_factory=CallFailuresHighConfig)
+    call_failure_ratio_high: CallFailureRatioHighConfig = field(
+        default_factory=CallFailureRatioHighConfig)
+    call_quality_low: CallQualityLowConfig = field(default_factory=CallQualityLowConfig)
+    callbacks_rejected: CallbacksRejectedConfig = field(
+        default_factory=CallbacksRejectedConfig)
+    exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig)
+    message_delivery_failures_high: MessageDeliveryFailuresHighConfig = field(
+        default_factory=MessageDeliveryFailuresHighConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConfig:
+    """The Alertmanager → SMS relay (docs/sms-relay.md); off until ``space_url`` is set."""
+
+    space_url: str | None = None
+    project_id: str = ""
+    api_token: str = ""
+    from_number: str = ""
+    to_numbers: tuple[str, ...] = ()
+    webhook_token: str = ""
+    timeout_seconds: float = 10.0
+    max_attempts: int = 3
+    retry_initial_delay_seconds: float = 1.0
+    max_length: int = 160
+    max_payload_bytes: int = 262144
+
+    @property
+    def enabled(self) -> bool:
+        return self.space_url is not None
+
+    def __repr__(self) -> str:  # never print the token, the webhook secret or the numbers
+        return (
+            f"SmsConfig(space_url={self.space_url!r}, project_id={self.project_id!r}, "
+            f"api_token=<hidden>, from_number=<hidden>, "
+            f"to_numbers=<{len(self.to_numbers)} hidden>, webhook_token=<hidden>, "
+            f"timeout_seconds={self.timeout_seconds!r}, max_attempts={self.max_attempts!r}, "
+            f"retry_initial_delay_seconds={self.retry_initial_delay_seconds!r}, "
+            f"max_length={self.max_length!r}, max_payload_bytes={self.max_payload_bytes!r})"
+        )
+
+
+# Keys that must all be given once any is: a half-configured relay would fail at 3 a.m.
+SMS_REQUIRED = ("space_url", "project_id", "api_token", "from_number", "to_numbers",
+                "webhook_token")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCallsReportConfig:
+    max_entries: int = 1000
+    max_age_seconds: float = 86400.0
+    mask_numbers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    failed_calls: FailedCallsReportConfig = field(default_factory=FailedCallsReportConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """Protection of the read endpoints, after the Prometheus exporter-toolkit web config."""
+
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    basic_auth_users: tuple[tuple[str, str], ...] = ()  # (name, bcrypt hash)
+
+    def __repr__(self) -> str:  # the hashes are secrets too
+        return (f"WebConfig(tls_cert_file={self.tls_cert_file!r}, "
+                f"tls_key_file={self.tls_key_file!r}, "
+                f"basic_auth_users=<{len(self.basic_auth_users)} hidden>)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +242,10 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     buckets: BucketsConfig = field(default_factory=BucketsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def host(self) -> str:
@@ -211,6 +367,66 @@ def _optional_url(value: Any) -> str | None:
     return value.rstrip("/")
 
 
+def _optional_file(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a file path")
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+_BCRYPT_HASH = re.compile(r"^\$2[aby]?\$\d{2}\$[./A-Za-z0-9]{53}$")
+
+
+def _basic_auth_users(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of user name to bcrypt hash")
+    users = []
+    for name, hashed in value.items():
+        if not isinstance(name, str) or not name or ":" in name:
+            raise ValueError("user names must be non-empty strings without ':'")
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.match(hashed):
+            # never echo the value: it may be a plain password pasted by mistake
+            raise ValueError(f"{name}: not a bcrypt hash (make one with "
+                             "'signalwire-exporter hash-password')")
+        users.append((name, hashed))
+    return tuple(users)
+def _space_url(value: Any) -> str | None:
+    """A Space as the SDKs take it (``example.signalwire.com``) or as a full URL."""
+    if isinstance(value, str) and value and "://" not in value:
+        value = f"https://{value}"
+    url = _optional_url(value)
+    if url is not None and urlsplit(url).path:
+        raise ValueError("must be the Space URL without a path, "
+                         "such as https://example.signalwire.com")
+    return url
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):  # YAML reads an unquoted +15551234567 as the int 15551234567
+        raise ValueError("must be a string (quote phone numbers: \"+15551234567\")")
+    return value
+
+
+def _sms_length(value: Any) -> int:
+    number = _positive_int(value)
+    if number < 20:
+        raise ValueError("must be at least 20 characters")
+    return number
+
+
+def _phone_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list) and any(not isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings (quote phone numbers: \"+15551234567\")")
+    return _string_list(value)
+
+
 def _listen(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string HOST:PORT")
@@ -236,13 +452,117 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "limits.max_fields": _positive_int,
     "limits.max_field_length": _positive_int,
     "limits.read_timeout_seconds": _positive_float,
+    "limits.keepalive_timeout_seconds": _positive_float,
     "tracking.max_calls": _positive_int,
     "tracking.call_ttl_seconds": _positive_float,
     "tracking.sweep_interval_seconds": _positive_float,
+    "tracking.max_items": _positive_int,
+    "tracking.item_ttl_seconds": _positive_float,
     "logging.level": _choice(LOG_LEVELS),
     "logging.format": _choice(LOG_FORMATS),
     "logging.event_level": _choice(LOG_LEVELS),
+    "web.tls_cert_file": _optional_file,
+    "web.tls_key_file": _optional_file,
+    "web.basic_auth_users": _basic_auth_users,
+    "sms.space_url": _space_url,
+    "sms.project_id": _text,
+    "sms.api_token": _text,
+    "sms.from_number": _text,
+    "sms.to_numbers": _phone_list,
+    "sms.webhook_token": _text,
+    "sms.timeout_seconds": _positive_float,
+    "sms.max_attempts": _positive_int,
+    "sms.retry_initial_delay_seconds": _positive_float,
+    "sms.max_length": _sms_length,
+    "sms.max_payload_bytes": _positive_int,
+    "reports.failed_calls.max_entries": _positive_int,
+    "reports.failed_calls.max_age_seconds": _positive_float,
+    "reports.failed_calls.mask_numbers": _bool,
 }
+
+
+def _url(value: Any) -> str:
+    """An absolute http(s) link for an alert annotation; a query string is allowed."""
+    if not isinstance(value, str) or not re.match(r"^https?://[^/?#\s]+[^#\s]*$", value):
+        raise ValueError("must be an http(s) URL without a #fragment")
+    return value
+
+
+_DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
+
+
+def _duration(value: Any) -> str:
+    """A Prometheus duration such as 90s, 15m or 1h30m, kept as text for the rule file."""
+    if not isinstance(value, str) or not _DURATION.match(value):
+        raise ValueError("must be a Prometheus duration such as 30s, 15m or 1h")
+    return value
+
+
+def _non_negative(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number >= 0")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number >= 0") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a number >= 0")
+    return number
+
+
+def _ratio(value: Any) -> float:
+    number = _non_negative(value)
+    if number >= 1:
+        raise ValueError("must be a ratio from 0 up to (not including) 1, e.g. 0.2 for 20%")
+    return number
+
+
+def _label_value(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]+$", value):
+        raise ValueError("must be a plain name (letters, digits, _ . : -)")
+    return value
+
+
+def _outcomes(value: Any) -> tuple[str, ...]:
+    from .errors import OUTCOMES
+
+    outcomes = _string_list(value)
+    unknown = [o for o in outcomes if o not in OUTCOMES]
+    if unknown or not outcomes:
+        raise ValueError(f"must be a non-empty list of: {', '.join(OUTCOMES)}")
+    return outcomes
+
+
+_ALERT_KEY_CHECKERS: dict[str, Callable[[Any], Any]] = {
+    "severity": _choice(SEVERITIES),
+    "window": _duration,
+    "pending_for": _duration,
+    "threshold": _non_negative,
+    "max_ratio": _ratio,
+    "min_count": _non_negative,
+    "mos_below": _finite,
+    "outcomes": _outcomes,
+}
+
+
+def _alert_checkers() -> dict[str, Callable[[Any], Any]]:
+    """Validators for every ``alerts.*`` key; per-alert keys go by their leaf name."""
+    checkers: dict[str, Callable[[Any], Any]] = {
+        "alerts.job": _label_value,
+        "alerts.runbook_url": _url,
+        "alerts.report_url": _url,
+        "alerts.dashboard_url": _url,
+    }
+    defaults = AlertsConfig()
+    for section in fields(defaults):
+        alert = getattr(defaults, section.name)
+        if is_dataclass(alert):
+            for key in fields(alert):
+                checkers[f"alerts.{section.name}.{key.name}"] = _ALERT_KEY_CHECKERS[key.name]
+    return checkers
+
+
+_CHECKERS.update(_alert_checkers())
 
 T = TypeVar("T")
 
@@ -288,9 +608,23 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
                 "buckets.mos: must include the quality tiers 3.1, 3.5, 3.7 and 4.2 "
                 f"(missing {', '.join(map(str, missing))})"
             )
+        if (config.web.tls_cert_file is None) != (config.web.tls_key_file is None):
+            errors.append("web: tls_cert_file and tls_key_file must be set together")
+        errors.extend(_sms_errors(config.sms))
+        if config.alerts.call_quality_low.mos_below not in config.buckets.mos:
+            errors.append("alerts.call_quality_low.mos_below: must be one of buckets.mos "
+                          "(the alert reads that histogram bucket)")
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _sms_errors(sms: SmsConfig) -> list[str]:
+    given = [key for key in SMS_REQUIRED if getattr(sms, key)]
+    if not given:
+        return []
+    return [f"sms.{key}: required when sms.{given[0]} is set"
+            for key in SMS_REQUIRED if key not in given]
 
 
 def load_config(path: str | os.PathLike[str] | None,
