@@ -16,9 +16,12 @@ the same requests; docs/security.md lists where, and why, this module differs.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 SIGNATURE_HEADER = "X-SignalWire-Signature"
@@ -66,8 +69,25 @@ def url_variants(url: str) -> list[str]:
     return [url, f"{scheme}://{prefix}{hostport}:{default}{tail}"]
 
 
-def _hmac(key: str, message: str, digest: str) -> bytes:
-    return hmac.new(key.encode("utf-8"), message.encode("utf-8"), digest).digest()
+@functools.lru_cache(maxsize=64)
+def _keyed(key: str, digest: str) -> hmac.HMAC:
+    """The HMAC state after the key, set up once per key: each request copies it."""
+    return hmac.new(key.encode("utf-8"), digestmod=digest)
+
+
+def _mac(key: str, message: bytes, digest: str) -> hmac.HMAC:
+    mac = _keyed(key, digest).copy()
+    mac.update(message)
+    return mac
+
+
+def _candidates(url: str) -> Iterator[str]:
+    """``url_variants``, the default-port spelling built only if the first one fails."""
+    yield url
+    yield from url_variants(url)[1:]
+
+
+_NAME = operator.itemgetter(0)
 
 
 def form_payload(url: str, pairs: Iterable[tuple[str, str]], *, sort_values: bool = False) -> str:
@@ -76,21 +96,20 @@ def form_payload(url: str, pairs: Iterable[tuple[str, str]], *, sort_values: boo
     Repeated names keep their body order (signalwire-sdk) or, with ``sort_values``,
     are sorted and de-duplicated (twilio 9.x); both readings are tried.
     """
-    items = sorted(set(pairs)) if sort_values else sorted(pairs, key=lambda p: p[0])
-    return url + "".join(name + value for name, value in items)
+    items = sorted(set(pairs)) if sort_values else sorted(pairs, key=_NAME)
+    return url + "".join(itertools.chain.from_iterable(items))
 
 
 def form_signature(key: str, url: str, pairs: Iterable[tuple[str, str]] = (), *,
                    sort_values: bool = False) -> str:
     """Base64 HMAC-SHA1, as sent in X-SignalWire-Signature for form callbacks."""
     message = form_payload(url, pairs, sort_values=sort_values)
-    return base64.b64encode(_hmac(key, message, "sha1")).decode("ascii")
+    return base64.b64encode(_mac(key, message.encode("utf-8"), "sha1").digest()).decode("ascii")
 
 
 def body_signature(key: str, url: str, body: bytes, digest: str = "sha1") -> str:
     """Hex HMAC over URL + raw body: SignalWire's JSON scheme (sha1 or sha256)."""
-    mac = hmac.new(key.encode("utf-8"), url.encode("utf-8") + body, digest)
-    return mac.hexdigest()
+    return _mac(key, url.encode("utf-8") + body, digest).hexdigest()
 
 
 def _equal(expected: str, given: str) -> bool:
@@ -116,7 +135,7 @@ def verify(keys: Sequence[str], url: str, headers: Mapping[str, str], *,
     if not keys or not (primary or sha256):
         return False
     return any(_signs(key, candidate, primary, sha256, body, form_pairs)
-               for key in keys for candidate in url_variants(url))
+               for candidate in _candidates(url) for key in keys)
 
 
 def _signs(key: str, url: str, primary: str, sha256: str, body: bytes,
@@ -130,7 +149,7 @@ def _signs(key: str, url: str, primary: str, sha256: str, body: bytes,
         return True
     if form_pairs:
         # Repeated names: signalwire-sdk keeps body order, twilio 9 sorts the values.
-        orders = (False, True) if len({n for n, _ in form_pairs}) < len(form_pairs) else (False,)
+        orders = (False, True) if len(dict(form_pairs)) < len(form_pairs) else (False,)
         if any(_equal(form_signature(key, url, form_pairs, sort_values=s), primary)
                for s in orders):
             return True
