@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -68,10 +69,55 @@ def _quote(value: Any) -> str:
     return text
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes lines in batches: one write and flush per batch, not one per line.
+
+    At the default event level every accepted callback logs a line; flushing each
+    one to stderr cost more than the rest of the line. A line waits at most
+    ``interval`` seconds (a daemon thread flushes), a full batch and any warning or
+    error go out at once, and close (logging.shutdown at exit) flushes the rest.
+    """
+
+    def __init__(self, stream: Any = None, *, interval: float = 0.2, capacity: int = 256) -> None:
+        super().__init__(stream)
+        self.capacity = capacity
+        self._lines: list[str] = []
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_every, args=(interval,),
+                                         name="log-flusher", daemon=True)
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record) + self.terminator)
+            if len(self._lines) >= self.capacity or record.levelno >= logging.WARNING:
+                self.flush()
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+            if self._lines:
+                text, self._lines = "".join(self._lines), []
+                self.stream.write(text)
+            super().flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+        super().close()
+
+    def _flush_every(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            self.flush()
+
+
 def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()  # a BatchingHandler writes what it holds and stops its thread
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

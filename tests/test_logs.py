@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import time
 from datetime import UTC, datetime
 
-from exporter.logs import TextFormatter
+from exporter.logs import BatchingHandler, TextFormatter
 
 
 def record(created: float, **fields: object) -> logging.LogRecord:
@@ -30,3 +32,51 @@ def test_each_line_gets_its_own_second() -> None:
     lines = [formatter.format(record(t)) for t in (first, first + 0.002, first + 3600)]
     assert [line[:24] for line in lines] == [
         "2026-01-05T09:00:59.999Z", "2026-01-05T09:01:00.001Z", "2026-01-05T10:00:59.999Z"]
+
+
+def batching(interval: float = 3600.0, capacity: int = 3) -> tuple[BatchingHandler, io.StringIO]:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, interval=interval, capacity=capacity)
+    handler.setFormatter(TextFormatter())
+    return handler, stream
+
+
+def test_batched_lines_are_held_until_the_batch_fills_then_written_in_order() -> None:
+    handler, stream = batching()
+    for sid in ("a", "b"):
+        handler.handle(record(0.0, call_sid=sid))
+    assert stream.getvalue() == ""
+    handler.handle(record(0.0, call_sid="c"))
+    lines = stream.getvalue().splitlines()
+    assert [line.rsplit("=", 1)[1] for line in lines] == ["a", "b", "c"]
+    handler.close()
+
+
+def test_a_warning_is_written_at_once_with_the_lines_before_it() -> None:
+    handler, stream = batching()
+    handler.handle(record(0.0, call_sid="a"))
+    warning = record(0.0, call_sid="w")
+    warning.levelno, warning.levelname = logging.WARNING, "WARNING"
+    handler.handle(warning)
+    assert stream.getvalue().splitlines()[1].startswith("1970-01-01T00:00:00.000Z warning")
+    assert len(stream.getvalue().splitlines()) == 2
+    handler.close()
+
+
+def test_close_writes_what_is_held_and_stops_the_flusher() -> None:
+    handler, stream = batching()
+    handler.handle(record(0.0, call_sid="a"))
+    handler.close()
+    assert stream.getvalue().endswith("call_sid=a\n")
+    handler._flusher.join(timeout=5)
+    assert not handler._flusher.is_alive()
+
+
+def test_a_held_line_is_written_by_the_timer_without_more_traffic() -> None:
+    handler, stream = batching(interval=0.05, capacity=1000)
+    handler.handle(record(0.0, call_sid="a"))
+    deadline = time.monotonic() + 10
+    while not stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue().endswith("call_sid=a\n")
+    handler.close()
