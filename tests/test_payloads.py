@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from exporter.errors import Rejected
@@ -245,8 +245,7 @@ def test_bad_utf8_in_form_is_invalid() -> None:
         decode_pairs(FORM, b"CallSid=%ff%fe&CallStatus=busy", max_fields=9)
 
 
-@given(st.text(alphabet="ab=&+%26DdC3A9é0 ", max_size=40))
-def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
+def assert_reads_as_parse_qsl(text: str) -> None:
     try:
         expected: list[tuple[str, str]] | None = parse_qsl(
             text, keep_blank_values=True, max_num_fields=20, errors="strict")
@@ -258,6 +257,20 @@ def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
         assert info.value.status == 400
     else:
         assert decode_pairs(FORM, text.encode(), max_fields=20) == expected
+
+
+@given(st.text(alphabet="ab=&+%26DdC3A9é0 ", max_size=40))
+def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
+    assert_reads_as_parse_qsl(text)
+
+
+@given(st.text(alphabet="%0123456789aAbBcCdDeEfFgG=&+é ", max_size=40))
+@example("a=%7f%7F%2b%2B&b=%80")
+@example("a=%C3%a9+%3A&b=%g1%4")
+@example("a=%2F%")
+def test_escapes_read_exactly_as_parse_qsl(text: str) -> None:
+    """ASCII escapes in both cases, the 7F/80 edge, non-ASCII and broken escapes."""
+    assert_reads_as_parse_qsl(text)
 
 
 @given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
