@@ -127,9 +127,13 @@ async def read_fields(request: web.Request, config: Config) -> dict[str, str]:
         form_pairs = None
     else:
         body = await read_body(request, limits)
-        content_type = request.content_type if body or request.content_length else ""
+        raw_type = request.headers.get("Content-Type", "")
+        # The usual callback's header is exactly FORM: nothing to parse (request.content_type
+        # costs more than the comparison).
+        content_type = ("" if not (body or request.content_length)
+                        else FORM if raw_type == FORM else request.content_type)
         pairs = decode_pairs(content_type, body, max_fields=limits.max_fields,
-                             raw_content_type=request.headers.get("Content-Type", ""))
+                             raw_content_type=raw_type)
         form_pairs = pairs if content_type in (FORM, "") else None
     check_signature(request, config, body, form_pairs)
     return collect_fields(pairs, max_fields=limits.max_fields,
