@@ -22,7 +22,8 @@ INTRO = """\
 # Configuration reference
 
 <!-- Generated from config.example.yaml by tools/config_docs.py; do not edit: change the
-     comments in config.example.yaml and run  python3 tools/config_docs.py > docs/configuration.md -->
+     comments in config.example.yaml and run
+     python3 tools/config_docs.py > docs/configuration.md -->
 
 Every key has a default, so a file needs only the keys you change, and no file at all runs on
 the defaults. Give the file with `--config FILE` or `SIGNALWIRE_EXPORTER_CONFIG=FILE`; check it
