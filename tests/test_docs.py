@@ -7,12 +7,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporter.cli import build_parser
 
-from .conftest import ROOT
+from .conftest import ROOT, require_tool
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROGRAMS = (("signalwire-exporter",), ("python", "-m", "exporter"),
@@ -84,3 +85,20 @@ def test_relative_links_resolve() -> None:
             if not (path.parent / target).exists():
                 broken.append(f"{path.relative_to(ROOT)} → {target}")
     assert not broken
+
+
+def test_readme_quickstart_callback_is_counted(exporter_process: Any) -> None:
+    # The README's curl lines, sent to a local exporter instead of the compose one on :9880.
+    curl = require_tool("curl")
+    exporter = exporter_process()
+    lines = [c for c in shell_commands(ROOT / "README.md")
+             if c.startswith("curl") and "localhost:9880" in c]
+    assert len(lines) == 2
+    outputs = []
+    for line in lines:
+        command = line.replace("localhost:9880", f"127.0.0.1:{exporter.port}")
+        command = command.replace("curl", curl, 1)
+        result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert 'signalwire_calls_total{direction="unknown",status="completed"} 1.0' in outputs[1]
