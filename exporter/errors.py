@@ -7,7 +7,7 @@ turns every refusal into the same JSON 4xx answer and the same metric.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Outcome = Literal[
     "accepted",
@@ -20,16 +20,7 @@ Outcome = Literal[
     "method_not_allowed",
 ]
 
-OUTCOMES: tuple[Outcome, ...] = (
-    "accepted",
-    "duplicate",
-    "invalid",
-    "unauthorized",
-    "too_large",
-    "unsupported",
-    "timeout",
-    "method_not_allowed",
-)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 class Rejected(Exception):
