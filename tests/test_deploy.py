@@ -126,6 +126,14 @@ def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
     return mounts
 
 
+def host_path(service: dict[str, Any], container_path: str) -> Path:
+    """Where a path inside the container comes from on the host (via its bind mount)."""
+    for target, source in sorted(bind_mounts(service).items(), key=lambda m: -len(m[0])):
+        if container_path == target or container_path.startswith(target + "/"):
+            return source / Path(container_path).relative_to(target)
+    raise AssertionError(f"{container_path} is not mounted")
+
+
 def test_compose_stack_has_the_four_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {EXPORTER, "prometheus", "alertmanager", "grafana"}
     build = compose["services"][EXPORTER]["build"]
@@ -167,12 +175,21 @@ def test_prometheus_config_matches_the_compose_services(compose: dict[str, Any])
         ROOT / "alerts" / "alertmanager.example.yml")
 
 
-def host_path(service: dict[str, Any], container_path: str) -> Path:
-    """Where a path inside the container comes from on the host (via its bind mount)."""
-    for target, source in sorted(bind_mounts(service).items(), key=lambda m: -len(m[0])):
-        if container_path == target or container_path.startswith(target + "/"):
-            return source / Path(container_path).relative_to(target)
-    raise AssertionError(f"{container_path} is not mounted")
+def test_alertmanager_reaches_the_sms_relay_in_compose(compose: dict[str, Any]) -> None:
+    alertmanager = compose["services"]["alertmanager"]
+    config = yaml.safe_load(
+        host_path(alertmanager, "/etc/alertmanager/alertmanager.yml").read_text())
+    webhooks = [hook for receiver in config["receivers"]
+                for hook in receiver.get("webhook_configs", [])]
+    assert webhooks
+    startup = " ".join(alertmanager["command"])
+    for hook in webhooks:
+        assert hook["url"] == f"http://{EXPORTER}:9880/alerts/sms"
+        # The token file the config names is written from the shared env var at start-up.
+        token_file = hook["http_config"]["authorization"]["credentials_file"]
+        assert f"> {token_file} " in startup
+    assert "SMS_WEBHOOK_TOKEN" in alertmanager["environment"]
+    assert "SMS_WEBHOOK_TOKEN" in compose["services"][EXPORTER]["environment"]
 
 
 def test_grafana_provisioning_points_at_the_compose_prometheus(compose: dict[str, Any]) -> None:
