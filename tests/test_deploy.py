@@ -53,6 +53,16 @@ def final_stage(instruction: str) -> list[str]:
     return [args for name, args in dockerfile_stages()[-1] if name == instruction]
 
 
+def image_uid() -> int:
+    args = dict(a.split("=", 1) for a in final_stage("ARG") if "=" in a)
+    return int(final_stage("USER")[-1].replace("${UID}", args.get("UID", "")))
+
+
+def image_config_path() -> Path:
+    env = " ".join(final_stage("ENV"))
+    return Path(env.split("SIGNALWIRE_EXPORTER_CONFIG=")[1].split()[0])
+
+
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = require_tool("hadolint")
     result = subprocess.run([hadolint, "--failure-threshold", "warning", "Dockerfile"],
@@ -70,19 +80,14 @@ def test_image_builds_the_wheel_in_a_separate_stage() -> None:
 
 
 def test_image_runs_as_non_root_with_exec_form_entrypoint() -> None:
-    args = dict(a.split("=", 1) for a in final_stage("ARG") if "=" in a)
-    user = final_stage("USER")[-1].replace("${UID}", args.get("UID", ""))
-    assert user not in ("", "0", "root")
-    assert int(user) >= 1000
+    assert image_uid() >= 1000  # neither root nor a system account of the base image
     entrypoint = json.loads(final_stage("ENTRYPOINT")[-1])
     assert entrypoint == ["signalwire-exporter"]
     assert final_stage("EXPOSE") == ["9880"]
 
 
 def test_image_config_path_is_where_the_example_is_copied() -> None:
-    env = " ".join(final_stage("ENV"))
-    config_path = env.split("SIGNALWIRE_EXPORTER_CONFIG=")[1].split()[0]
-    assert f"config.example.yaml {config_path}" in final_stage("COPY")
+    assert f"config.example.yaml {image_config_path()}" in final_stage("COPY")
 
 
 def healthcheck_command() -> list[str]:
@@ -281,12 +286,10 @@ def test_deployment_runs_the_image_as_built(manifests: dict[str, dict[str, Any]]
     (container,) = pod["containers"]
     assert container["image"].rsplit(":", 1)[1] == __version__
     assert pod["securityContext"]["runAsNonRoot"] is True
-    dockerfile_uid = next(a.split("=")[1] for a in final_stage("ARG") if a.startswith("UID="))
-    assert pod["securityContext"]["runAsUser"] == int(dockerfile_uid)
+    assert pod["securityContext"]["runAsUser"] == image_uid()
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     # The ConfigMap lands where the image's SIGNALWIRE_EXPORTER_CONFIG points.
-    env = " ".join(final_stage("ENV"))
-    config_path = Path(env.split("SIGNALWIRE_EXPORTER_CONFIG=")[1].split()[0])
+    config_path = image_config_path()
     (mount,) = container["volumeMounts"]
     assert Path(mount["mountPath"]) == config_path.parent
     (volume,) = pod["volumes"]
