@@ -2,6 +2,7 @@
 
     signalwire-exporter [--config FILE] [--listen-address HOST:PORT] [--log-level LEVEL]
     signalwire-exporter check-config --config FILE
+    signalwire-exporter rules [--config FILE] [--output FILE]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -19,6 +21,7 @@ from . import __version__
 from .app import create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
+from .rules import render_rules
 
 log = logging.getLogger("exporter")
 
@@ -47,19 +50,49 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="config file to check")
+    rules = commands.add_parser(
+        "rules", help="write the Prometheus rule file from the config's alerts: section")
+    rules.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="config file with the thresholds (default: built-in defaults)")
+    rules.add_argument("--output", metavar="FILE",
+                       help="write the rules here instead of to standard output")
     return parser
 
 
-def check_config(path: str | None) -> int:
+def load_or_report(path: str | None) -> Config | None:
+    """The config at ``path``, or None after printing each of its errors."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def check_config(path: str | None) -> int:
+    config = load_or_report(path)
+    if config is None:
         return 1
     source = path or "built-in defaults"
     keys = len(config.signature.signing_keys)
     print(f"{source}: OK (listen {config.listen}, {keys} signing key(s))")
+    return 0
+
+
+def write_rules(path: str | None, output: str | None) -> int:
+    config = load_or_report(path)
+    if config is None:
+        return 1
+    text = render_rules(config.alerts)
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"error: {output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {output}; check it with: promtool check rules {output}", file=sys.stderr)
     return 0
 
 
@@ -85,11 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
+    if args.command == "rules":
+        return write_rules(args.config, args.output)
+    config = load_or_report(args.config)
+    if config is None:
         return 1
     if args.listen_address:
         config = dataclasses.replace(config, listen=args.listen_address)

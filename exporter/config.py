@@ -82,6 +82,72 @@ class LoggingConfig:
     event_level: str = "info"
 
 
+SEVERITIES = ("critical", "warning", "info")
+DEFAULT_RUNBOOK_URL = (
+    "https://github.com/signalwire-exporter/signalwire-exporter/blob/main/docs/runbook.md")
+
+
+# One dataclass per alert, keys from a shared vocabulary (see _ALERT_KEY_CHECKERS) so a new
+# alert needs no new validators: add its section here and its builder in exporter/rules.py.
+@dataclass(frozen=True, slots=True)
+class CallFailuresHighConfig:
+    severity: str = "critical"
+    window: str = "1h"
+    threshold: float = 100.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailureRatioHighConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    max_ratio: float = 0.2
+    min_count: float = 20.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class CallQualityLowConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    mos_below: float = 3.5
+    max_ratio: float = 0.1
+    min_count: float = 10.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbacksRejectedConfig:
+    severity: str = "warning"
+    window: str = "10m"
+    threshold: float = 0.0
+    outcomes: tuple[str, ...] = ("unauthorized", "invalid")
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterDownConfig:
+    severity: str = "critical"
+    pending_for: str = "5m"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Inputs of ``signalwire-exporter rules``: the exporter itself never reads them."""
+
+    job: str = "signalwire-exporter"
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    report_url: str = "http://localhost:9880/reports/failed-calls"
+    dashboard_url: str = "http://localhost:3000/d/signalwire-calls"
+    call_failures_high: CallFailuresHighConfig = field(default_factory=CallFailuresHighConfig)
+    call_failure_ratio_high: CallFailureRatioHighConfig = field(
+        default_factory=CallFailureRatioHighConfig)
+    call_quality_low: CallQualityLowConfig = field(default_factory=CallQualityLowConfig)
+    callbacks_rejected: CallbacksRejectedConfig = field(
+        default_factory=CallbacksRejectedConfig)
+    exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "0.0.0.0:9880"
@@ -90,6 +156,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     buckets: BucketsConfig = field(default_factory=BucketsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def host(self) -> str:
@@ -244,6 +311,90 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "logging.event_level": _choice(LOG_LEVELS),
 }
 
+
+def _url(value: Any) -> str:
+    """An absolute http(s) link for an alert annotation; a query string is allowed."""
+    if not isinstance(value, str) or not re.match(r"^https?://[^/?#\s]+[^#\s]*$", value):
+        raise ValueError("must be an http(s) URL without a #fragment")
+    return value
+
+
+_DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
+
+
+def _duration(value: Any) -> str:
+    """A Prometheus duration such as 90s, 15m or 1h30m, kept as text for the rule file."""
+    if not isinstance(value, str) or not _DURATION.match(value):
+        raise ValueError("must be a Prometheus duration such as 30s, 15m or 1h")
+    return value
+
+
+def _non_negative(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number >= 0")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number >= 0") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a number >= 0")
+    return number
+
+
+def _ratio(value: Any) -> float:
+    number = _non_negative(value)
+    if number >= 1:
+        raise ValueError("must be a ratio from 0 up to (not including) 1, e.g. 0.2 for 20%")
+    return number
+
+
+def _label_value(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]+$", value):
+        raise ValueError("must be a plain name (letters, digits, _ . : -)")
+    return value
+
+
+def _outcomes(value: Any) -> tuple[str, ...]:
+    from .errors import OUTCOMES
+
+    outcomes = _string_list(value)
+    unknown = [o for o in outcomes if o not in OUTCOMES]
+    if unknown or not outcomes:
+        raise ValueError(f"must be a non-empty list of: {', '.join(OUTCOMES)}")
+    return outcomes
+
+
+_ALERT_KEY_CHECKERS: dict[str, Callable[[Any], Any]] = {
+    "severity": _choice(SEVERITIES),
+    "window": _duration,
+    "pending_for": _duration,
+    "threshold": _non_negative,
+    "max_ratio": _ratio,
+    "min_count": _non_negative,
+    "mos_below": _finite,
+    "outcomes": _outcomes,
+}
+
+
+def _alert_checkers() -> dict[str, Callable[[Any], Any]]:
+    """Validators for every ``alerts.*`` key; per-alert keys go by their leaf name."""
+    checkers: dict[str, Callable[[Any], Any]] = {
+        "alerts.job": _label_value,
+        "alerts.runbook_url": _url,
+        "alerts.report_url": _url,
+        "alerts.dashboard_url": _url,
+    }
+    defaults = AlertsConfig()
+    for section in fields(defaults):
+        alert = getattr(defaults, section.name)
+        if is_dataclass(alert):
+            for key in fields(alert):
+                checkers[f"alerts.{section.name}.{key.name}"] = _ALERT_KEY_CHECKERS[key.name]
+    return checkers
+
+
+_CHECKERS.update(_alert_checkers())
+
 T = TypeVar("T")
 
 
@@ -288,6 +439,9 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
                 "buckets.mos: must include the quality tiers 3.1, 3.5, 3.7 and 4.2 "
                 f"(missing {', '.join(map(str, missing))})"
             )
+        if config.alerts.call_quality_low.mos_below not in config.buckets.mos:
+            errors.append("alerts.call_quality_low.mos_below: must be one of buckets.mos "
+                          "(the alert reads that histogram bucket)")
     if errors:
         raise ConfigError(errors)
     return config

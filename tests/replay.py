@@ -1,0 +1,153 @@
+"""A realistic replay of SignalWire call callbacks, for end-to-end tests.
+
+Covers every final status and direction, both call endpoints, MOS in every quality tier,
+jitter and packet counts, SIP codes of every class, initiated/ringing/answered Timestamps
+(post-dial delay, time to answer), calls left in progress, duplicates, a late event, an
+unparseable Timestamp, an unknown status and a few requests that are rejected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+DIRECTIONS = ("outbound-api", "outbound-dial", "inbound")
+MOS = ("4.4", "4.3", "4.0", "3.8", "3.6", "3.4", "3.0", "2.4")
+BASE = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Callback:
+    endpoint: str
+    fields: dict[str, str]
+
+
+def _quality(i: int) -> dict[str, str]:
+    media = 3000 + 97 * i
+    return {"AudioInMos": MOS[i % len(MOS)],
+            "AudioInJitterMaxVariance": str((3, 12, 25, 45)[i % 4]),
+            "AudioInJitterMinVariance": str((0.5, 1, 2)[i % 3]),
+            "AudioInMediaPacketCount": str(media),
+            "AudioInSkipPacketCount": str((0, 5, 40, 300)[i % 4]),
+            "AudioInFlushPacketCount": str(i % 7)}
+
+
+def call(i: int, final: str | None, sip: int | None, prefix: str = "call") -> list[Callback]:
+    """One call through initiated → ringing → [answered] → final, seconds apart."""
+    direction = DIRECTIONS[i % len(DIRECTIONS)]
+    start = BASE + timedelta(minutes=i)
+    pdd, answer, duration = 1 + i % 5, 2 + i % 11, 5 + 37 * i
+    path = ["initiated", "ringing"]
+    times = [start, start + timedelta(seconds=pdd)]
+    if final in ("completed", None):
+        path.append("in-progress")
+        times.append(times[-1] + timedelta(seconds=answer))
+    if final is not None:
+        path.append(final)
+        times.append(times[-1] + timedelta(seconds=duration if final == "completed" else 20))
+    events = []
+    for seq, (status, when) in enumerate(zip(path, times, strict=True)):
+        fields = {"CallSid": f"{prefix}-{i}", "CallStatus": status, "Direction": direction,
+                  "SequenceNumber": str(seq), "Timestamp": format_datetime(when),
+                  "AccountSid": "project", "From": "+15550000000", "To": "+15551111111"}
+        if status == final:
+            if sip is not None:
+                fields["SipResultCode"] = str(sip)
+            if final == "completed":
+                fields["CallDuration"] = str(duration)
+                fields.update(_quality(i))
+        events.append(Callback("voice", fields))
+    return events
+
+
+def inbound_endpoint_call(i: int, status: str, prefix: str) -> Callback:
+    """The incoming-number callback: one final event, no Direction, no SequenceNumber."""
+    fields = {"CallSid": f"{prefix}-number-{i}", "CallStatus": status,
+              "Timestamp": format_datetime(BASE + timedelta(minutes=i))}
+    if status == "completed":
+        fields.update({"CallDuration": str(30 + i), "AudioInMos": MOS[(i + 3) % len(MOS)]})
+    return Callback("inbound", fields)
+
+
+FINALS: tuple[tuple[str | None, int | None], ...] = (
+    ("completed", 200), ("completed", 200), ("busy", 486), ("completed", 200),
+    ("no-answer", 480), ("failed", 503), ("canceled", 487), ("failed", 404),
+    ("completed", None), ("completed", 200), ("failed", 603), ("completed", 200),
+)
+
+
+def replay(prefix: str, calls: int = 36) -> list[Callback]:
+    """Finished calls. Send one replay before the one a test looks at: the first creates
+    the series that exist only once seen (SIP codes, packet counts), since rate() cannot
+    see the increase that creates a series."""
+    events: list[Callback] = []
+    for i in range(calls):
+        final, sip = FINALS[i % len(FINALS)]
+        one = call(i, final, sip, prefix)
+        if i % 5 == 0:  # at-least-once delivery: the same event twice
+            one.insert(1, one[0])
+        if i % 6 == 1 and len(one) > 3:  # answered arrives after the final event
+            one[-2], one[-1] = one[-1], one[-2]
+        events += one
+    events += [inbound_endpoint_call(i, ("completed", "completed", "failed")[i % 3], prefix)
+               for i in range(9)]
+    odd = call(1000, "completed", 200, prefix + "-odd")
+    odd[0].fields["Timestamp"] = "Thur, 09 Sept 2023 17:05:04 +0000"  # tolerated
+    odd[-1].fields["Timestamp"] = "the day after tomorrow"  # counted as a timestamp error
+    odd[1].fields["CallStatus"] = "ringing-forwarded"
+    return events + odd
+
+
+def answered(count: int) -> list[Callback]:
+    """Calls answered and still going: send them last, so no capacity eviction drops them."""
+    return [event for i in range(count) for event in call(i, None, None, "answered")]
+
+
+def abandoned(count: int) -> list[Callback]:
+    """Calls that never reach a final status: they stay tracked until they expire."""
+    return [Callback("voice", {"CallSid": f"abandoned-{i}", "CallStatus": "initiated",
+                               "Direction": DIRECTIONS[i % 3], "SequenceNumber": "0"})
+            for i in range(count)]
+
+
+def post(base_url: str, callback: Callback) -> int:
+    body = urllib.parse.urlencode(callback.fields).encode()
+    return _send(f"{base_url}/callbacks/{callback.endpoint}", body,
+                 "application/x-www-form-urlencoded")
+
+
+def _send(url: str, body: bytes, content_type: str) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def send_rejected(base_url: str) -> list[int]:
+    """Requests a misconfigured sender makes: a missing CallSid and a wrong content type."""
+    return [_send(f"{base_url}/callbacks/voice", b"CallStatus=completed",
+                  "application/x-www-form-urlencoded"),
+            _send(f"{base_url}/callbacks/voice", json.dumps({"CallSid": "x"}).encode(),
+                  "text/plain")]
+
+
+def spread(callbacks: list[Callback], base_urls: list[str]) -> Iterator[tuple[str, Callback]]:
+    """Each call goes to one replica (by CallSid), the way a load balancer with
+    affinity would send it; different calls land on different replicas."""
+    cycle = itertools.cycle(base_urls)
+    owner: dict[str, str] = {}
+    for callback in callbacks:
+        sid = callback.fields.get("CallSid", "")
+        if sid not in owner:
+            owner[sid] = next(cycle)
+        yield owner[sid], callback
