@@ -40,6 +40,10 @@ def shell_commands(path: Path) -> list[str]:
 def exporter_arguments(command: str) -> list[str] | None:
     """The arguments after the exporter's program name, or None for other commands."""
     words = shlex.split(command)
+    for i, word in enumerate(words):
+        if word in ("|", ">", "<", ">>", "2>&1"):  # what follows is the shell's, not ours
+            words = words[:i]
+            break
     while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", words[0]):
         words.pop(0)  # VAR=value prefixes
     for program in PROGRAMS:

@@ -1,6 +1,7 @@
 """Print the prometheus-operator PrometheusRule for the bundled alert rules.
 
     python3 tools/prometheusrule.py > deploy/kubernetes/prometheusrule.yaml
+    signalwire-exporter rules --config FILE | python3 tools/prometheusrule.py - > my-rule.yaml
 
 alerts/signalwire-exporter.rules.yml stays the one source of the rules (promtool tests it);
 the Kubernetes manifest is derived from it so the two cannot drift apart
@@ -55,10 +56,13 @@ def render(rules_text: str) -> str:
     return HEADER + body
 
 
-def main() -> int:
-    sys.stdout.write(render(RULES.read_text(encoding="utf-8")))
+def main(argv: list[str]) -> int:
+    """Rules from the file named by the one argument ('-' = stdin), else the bundled file."""
+    source = argv[0] if argv else str(RULES)
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    sys.stdout.write(render(text))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
