@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import yaml
 from exporter import __version__
 from exporter.config import load_config
 
-from .conftest import ROOT, require_tool
+from .conftest import ROOT, free_port, require_tool
+from .servers import Service
 
 DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
@@ -222,6 +224,39 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "signalwire-exporter.rules.yml" in output  # the rules were found and checked
+
+
+def test_prometheus_runs_the_deploy_config_against_a_live_exporter(
+        tmp_path: Path, exporter_process: Any, services: list[Any]) -> None:
+    # deploy/prometheus.yml as compose runs it, with only the addresses moved to loopback
+    # and the intervals shortened: the job scrapes, and the bundled rules load.
+    binary = require_tool("prometheus")
+    exporter = exporter_process()
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{exporter.port}"]}]
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [
+        {"targets": [f"127.0.0.1:{free_port()}"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "rules").symlink_to(ROOT / "alerts")
+    port = free_port()
+    prometheus = Service("prometheus", [
+        binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+    ], f"http://127.0.0.1:{port}", "/-/ready", tmp_path)
+    services.append(prometheus)
+    groups = prometheus.get_json("/api/v1/rules")["data"]["groups"]
+    alerts = {rule["name"] for group in groups for rule in group["rules"]
+              if rule["type"] == "alerting"}
+    assert {"SignalWireCallFailuresHigh", "SignalWireExporterDown"} <= alerts
+    deadline = time.monotonic() + 30
+    up: list[Any] = []
+    while time.monotonic() < deadline and not up:
+        up = prometheus.get_json("/api/v1/query", query=f'up{{job="{JOB}"}} == 1')[
+            "data"]["result"]
+        time.sleep(0.5)
+    assert up, prometheus.log()
 
 
 # --- Kubernetes ----------------------------------------------------------------------------
