@@ -19,13 +19,30 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from . import signature
+from . import reports, signature, sms
 from .calls import CallTracker
 from .config import Config, LimitsConfig
 from .errors import Outcome, Rejected
 from .logs import EVENT_LOGGER, level_number
-from .metrics import ExporterMetrics
-from .payloads import FORM, collect_fields, decode_pairs, decode_query, parse_call_event
+from .metrics import ExporterMetrics, ItemEvent, RelayMetrics, ReportMetrics, StatusMetrics, wants
+from .payloads import (
+    FINAL_MESSAGE_STATUSES,
+    FINAL_RECORDING_STATUSES,
+    FINAL_TRANSCRIPTION_STATUSES,
+    FORM,
+    MESSAGE_SENDING_STATUSES,
+    MESSAGE_STATUSES,
+    RECORDING_STATUSES,
+    TRANSCRIPTION_STATUSES,
+    collect_fields,
+    decode_pairs,
+    decode_query,
+    parse_call_event,
+    parse_message_event,
+    parse_recording_event,
+    parse_transcription_event,
+)
+from .statuses import Lifecycle, StatusTracker
 
 log = logging.getLogger(__name__)
 event_log = logging.getLogger(EVENT_LOGGER)
@@ -40,6 +57,12 @@ class Exporter:
     metrics: ExporterMetrics
     tracker: CallTracker
     event_level: int
+    items: dict[str, StatusTracker]  # endpoint → tracker, for messages and the like
+    item_metrics: StatusMetrics
+    failed_calls: reports.FailedCallReport
+    report_metrics: ReportMetrics
+    relay_metrics: RelayMetrics
+    relay: sms.SmsRelay | None  # None while sms.space_url is unset
 
 
 EXPORTER = web.AppKey("exporter", Exporter)
@@ -123,12 +146,15 @@ Processor = Callable[[Exporter, dict[str, str], str], Outcome]
 
 def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
     event = parse_call_event(fields, endpoint)
-    decision, departed = exporter.tracker.track(event, asyncio.get_running_loop().time())
+    now = asyncio.get_running_loop().time()
+    decision, departed = exporter.tracker.track(event, now)
     if departed:
         exporter.metrics.record_departed(departed)
     outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
     if not decision.duplicate:
         exporter.metrics.record_call(event, decision)
+        if decision.final_status is not None:
+            exporter.failed_calls.add(event, decision.final_status, decision.direction, now)
     if event_log.isEnabledFor(exporter.event_level):
         event_log.log(exporter.event_level, "call status", extra={"fields": {
             "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
@@ -158,9 +184,47 @@ def callback_handler(endpoint: str, process: Processor) -> Handler:
     return handle
 
 
+# Endpoint → its item kind's lifecycle and parser (the kind is also a label value).
+LIFECYCLES: dict[str, Lifecycle] = {
+    "messaging": Lifecycle("message", MESSAGE_STATUSES, FINAL_MESSAGE_STATUSES,
+                           start=MESSAGE_SENDING_STATUSES, end="delivered"),
+    "recording": Lifecycle("recording", RECORDING_STATUSES, FINAL_RECORDING_STATUSES),
+    "transcription": Lifecycle("transcription", TRANSCRIPTION_STATUSES,
+                               FINAL_TRANSCRIPTION_STATUSES),
+}
+ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
+    "messaging": parse_message_event,
+    "recording": parse_recording_event,
+    "transcription": parse_transcription_event,
+}
+
+
+def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+    """Messages, recordings and transcriptions: one path, one tracker per kind."""
+    event = ITEM_PARSERS[endpoint](fields)
+    tracker = exporter.items[endpoint]
+    kind = tracker.lifecycle.kind
+    decision, departed = tracker.track(event.sid, event.status,
+                                       asyncio.get_running_loop().time(), wants(event))
+    if departed:
+        exporter.item_metrics.record_departed(kind, departed)
+    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
+    if not decision.duplicate:
+        exporter.item_metrics.record(event, decision)
+        if decision.late:
+            exporter.metrics.late_events.labels(endpoint).inc()
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, f"{kind} status", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, f"{kind}_sid": event.sid,
+            "status": event.status, "late": decision.late, "final": decision.final_status,
+            **event.log_fields()}})
+    return outcome
+
+
 PROCESSORS: dict[str, Processor] = {
     "voice": process_call,
     "inbound": process_call,
+    **dict.fromkeys(LIFECYCLES, process_item),
 }
 
 
@@ -173,6 +237,56 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return response
 
 
+def json_rejection(exc: Rejected, **headers: str) -> web.Response:
+    return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
+
+
+async def alerts_sms(request: web.Request) -> web.Response:
+    """Alertmanager webhook → SMS; the rules and the answer codes live in sms.py."""
+    exporter = request.app[EXPORTER]
+    relay = exporter.relay
+    if relay is None:
+        exporter.relay_metrics.notification("not_configured")
+        # 404, not 503: nothing here will start working without a config change, and a
+        # 5xx would only make Alertmanager retry in vain.
+        return web.json_response({"error": "the SMS relay is off: set the sms section of "
+                                           "the config (docs/sms-relay.md)"}, status=404)
+    try:
+        if request.method != "POST":
+            raise Rejected(405, "method_not_allowed", "use POST for /alerts/sms")
+        sms.authorize(request.headers.get("Authorization"), relay.config.webhook_token)
+        body = await read_body(request, relay.limits)
+        notification = sms.decode_notification(
+            request.content_type if body else "", body)
+    except Rejected as exc:
+        relay.metrics.notification(exc.outcome)
+        log.log(logging.WARNING if exc.status == 401 else logging.INFO,
+                "alert notification rejected", extra={"fields": {
+                    "outcome": exc.outcome, "status": exc.status, "reason": exc.message}})
+        if exc.status == 401:
+            return json_rejection(exc, **{"WWW-Authenticate": 'Bearer realm="alerts"'})
+        return json_rejection(exc)
+    status, document = await relay.deliver(notification)
+    return web.json_response(document, status=status)
+
+
+async def failed_calls_report(request: web.Request) -> web.Response:
+    """The recent unsuccessful calls as CSV (the old failedCallReport.csv) or JSON."""
+    exporter = request.app[EXPORTER]
+    config = exporter.config.reports.failed_calls
+    try:
+        query = reports.parse_query(request.query, config)
+    except Rejected as exc:
+        exporter.report_metrics.request(exc.outcome)
+        return json_rejection(exc)
+    exporter.report_metrics.request("ok")
+    rows = exporter.failed_calls.rows(asyncio.get_running_loop().time(), mask=query.mask)
+    if query.format == "json":
+        return web.json_response(reports.to_json(rows, config, query.mask))
+    return web.Response(text=reports.to_csv(rows), content_type="text/csv", headers={
+        "Content-Disposition": 'inline; filename="failedCallReport.csv"'})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -180,23 +294,31 @@ async def healthz(request: web.Request) -> web.Response:
 async def index(request: web.Request) -> web.Response:
     return web.Response(text=(
         "signalwire-exporter\n\n"
-        "GET  /metrics           Prometheus metrics\n"
-        "GET  /healthz           liveness\n"
-        "POST /callbacks/voice   voice status callbacks\n"
-        "POST /callbacks/inbound incoming-number status callbacks\n"))
+        "GET  /metrics                 Prometheus metrics\n"
+        "GET  /healthz                 liveness\n"
+        "POST /callbacks/voice         voice status callbacks\n"
+        "POST /callbacks/inbound       incoming-number status callbacks\n"
+        "POST /callbacks/messaging     SMS/MMS status callbacks\n"
+        "POST /callbacks/recording     recording status callbacks\n"
+        "POST /callbacks/transcription transcription callbacks\n"
+        "POST /alerts/sms              Alertmanager webhook → SMS (when configured)\n"
+        "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1)\n"))
 
 
 # --- background --------------------------------------------------------------------------
 
 async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
-    """Expire calls that outlive the TTL even when no traffic arrives."""
+    """Expire calls and items that outlive their TTL even when no traffic arrives."""
     exporter = app[EXPORTER]
     loop = asyncio.get_running_loop()
 
     async def sweep() -> None:
         while True:
             await asyncio.sleep(exporter.config.tracking.sweep_interval_seconds)
-            exporter.metrics.record_departed(exporter.tracker.expire(loop.time()))
+            now = loop.time()
+            exporter.metrics.record_departed(exporter.tracker.expire(now))
+            for items in exporter.items.values():
+                exporter.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
 
     task = asyncio.create_task(sweep())
     yield
@@ -205,17 +327,40 @@ async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def sms_session(app: web.Application) -> AsyncIterator[None]:
+    """One HTTP client session for all SMS, closed with the app."""
+    relay = app[EXPORTER].relay
+    if relay is not None:
+        await relay.open()
+    yield
+    if relay is not None:
+        await relay.close()
+
+
 # --- factory -------------------------------------------------------------------------------
 
 def create_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
     """Build the application; each app gets its own registry unless one is given."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and serve no query
     registry = registry if registry is not None else CollectorRegistry()
-    tracker = CallTracker(config.tracking.max_calls, config.tracking.call_ttl_seconds)
+    tracking = config.tracking
+    tracker = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
+    items = {endpoint: StatusTracker(lifecycle, tracking.max_items, tracking.item_ttl_seconds)
+             for endpoint, lifecycle in LIFECYCLES.items()}
+    failed_calls = reports.FailedCallReport(config.reports.failed_calls)
+    relay_metrics = RelayMetrics(registry)
+    relay = (sms.SmsRelay(config.sms, relay_metrics, config.limits.read_timeout_seconds)
+             if config.sms.enabled else None)
     exporter = Exporter(
         config=config, registry=registry,
         metrics=ExporterMetrics(registry, config.buckets, tracker.__len__),
-        tracker=tracker, event_level=level_number(config.logging.event_level))
+        tracker=tracker, event_level=level_number(config.logging.event_level),
+        items=items,
+        item_metrics=StatusMetrics(registry, config.buckets, {
+            t.lifecycle.kind: t.__len__ for t in items.values()}),
+        failed_calls=failed_calls,
+        report_metrics=ReportMetrics(registry, failed_calls.__len__),
+        relay_metrics=relay_metrics, relay=relay)
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[EXPORTER] = exporter
@@ -224,5 +369,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     app.router.add_get("/healthz", healthz)
     for endpoint, process in PROCESSORS.items():
         app.router.add_route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
+    app.router.add_route("*", "/alerts/sms", alerts_sms)
+    app.router.add_get("/reports/failed-calls", failed_calls_report)
     app.cleanup_ctx.append(sweep_expired)
+    app.cleanup_ctx.append(sms_session)
     return app

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -57,6 +58,8 @@ class TrackingConfig:
     max_calls: int = 100_000
     call_ttl_seconds: float = 6 * 3600.0
     sweep_interval_seconds: float = 5.0
+    max_items: int = 100_000
+    item_ttl_seconds: float = 6 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,15 @@ class BucketsConfig:
     )
     post_dial_delay_seconds: tuple[float, ...] = (0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60)
     time_to_answer_seconds: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120)
+    message_delivery_seconds: tuple[float, ...] = (
+        1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+    )
+    recording_duration_seconds: tuple[float, ...] = (
+        5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
+    )
+    transcription_text_characters: tuple[float, ...] = (
+        0, 10, 50, 100, 250, 500, 1000, 2000, 4000,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,15 @@ class CallbacksRejectedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageDeliveryFailuresHighConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    max_ratio: float = 0.1
+    min_count: float = 20.0
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterDownConfig:
     severity: str = "critical"
     pending_for: str = "5m"
@@ -146,6 +167,56 @@ class AlertsConfig:
     callbacks_rejected: CallbacksRejectedConfig = field(
         default_factory=CallbacksRejectedConfig)
     exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig)
+    message_delivery_failures_high: MessageDeliveryFailuresHighConfig = field(
+        default_factory=MessageDeliveryFailuresHighConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConfig:
+    """The Alertmanager → SMS relay (docs/sms-relay.md); off until ``space_url`` is set."""
+
+    space_url: str | None = None
+    project_id: str = ""
+    api_token: str = ""
+    from_number: str = ""
+    to_numbers: tuple[str, ...] = ()
+    webhook_token: str = ""
+    timeout_seconds: float = 10.0
+    max_attempts: int = 3
+    retry_initial_delay_seconds: float = 1.0
+    max_length: int = 160
+    max_payload_bytes: int = 262144
+
+    @property
+    def enabled(self) -> bool:
+        return self.space_url is not None
+
+    def __repr__(self) -> str:  # never print the token, the webhook secret or the numbers
+        return (
+            f"SmsConfig(space_url={self.space_url!r}, project_id={self.project_id!r}, "
+            f"api_token=<hidden>, from_number=<hidden>, "
+            f"to_numbers=<{len(self.to_numbers)} hidden>, webhook_token=<hidden>, "
+            f"timeout_seconds={self.timeout_seconds!r}, max_attempts={self.max_attempts!r}, "
+            f"retry_initial_delay_seconds={self.retry_initial_delay_seconds!r}, "
+            f"max_length={self.max_length!r}, max_payload_bytes={self.max_payload_bytes!r})"
+        )
+
+
+# Keys that must all be given once any is: a half-configured relay would fail at 3 a.m.
+SMS_REQUIRED = ("space_url", "project_id", "api_token", "from_number", "to_numbers",
+                "webhook_token")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCallsReportConfig:
+    max_entries: int = 1000
+    max_age_seconds: float = 86400.0
+    mask_numbers: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    failed_calls: FailedCallsReportConfig = field(default_factory=FailedCallsReportConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +227,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     buckets: BucketsConfig = field(default_factory=BucketsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
@@ -278,6 +351,38 @@ def _optional_url(value: Any) -> str | None:
     return value.rstrip("/")
 
 
+def _space_url(value: Any) -> str | None:
+    """A Space as the SDKs take it (``example.signalwire.com``) or as a full URL."""
+    if isinstance(value, str) and value and "://" not in value:
+        value = f"https://{value}"
+    url = _optional_url(value)
+    if url is not None and urlsplit(url).path:
+        raise ValueError("must be the Space URL without a path, "
+                         "such as https://example.signalwire.com")
+    return url
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):  # YAML reads an unquoted +15551234567 as the int 15551234567
+        raise ValueError("must be a string (quote phone numbers: \"+15551234567\")")
+    return value
+
+
+def _sms_length(value: Any) -> int:
+    number = _positive_int(value)
+    if number < 20:
+        raise ValueError("must be at least 20 characters")
+    return number
+
+
+def _phone_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list) and any(not isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings (quote phone numbers: \"+15551234567\")")
+    return _string_list(value)
+
+
 def _listen(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string HOST:PORT")
@@ -306,9 +411,25 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "tracking.max_calls": _positive_int,
     "tracking.call_ttl_seconds": _positive_float,
     "tracking.sweep_interval_seconds": _positive_float,
+    "tracking.max_items": _positive_int,
+    "tracking.item_ttl_seconds": _positive_float,
     "logging.level": _choice(LOG_LEVELS),
     "logging.format": _choice(LOG_FORMATS),
     "logging.event_level": _choice(LOG_LEVELS),
+    "sms.space_url": _space_url,
+    "sms.project_id": _text,
+    "sms.api_token": _text,
+    "sms.from_number": _text,
+    "sms.to_numbers": _phone_list,
+    "sms.webhook_token": _text,
+    "sms.timeout_seconds": _positive_float,
+    "sms.max_attempts": _positive_int,
+    "sms.retry_initial_delay_seconds": _positive_float,
+    "sms.max_length": _sms_length,
+    "sms.max_payload_bytes": _positive_int,
+    "reports.failed_calls.max_entries": _positive_int,
+    "reports.failed_calls.max_age_seconds": _positive_float,
+    "reports.failed_calls.mask_numbers": _bool,
 }
 
 
@@ -439,12 +560,21 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
                 "buckets.mos: must include the quality tiers 3.1, 3.5, 3.7 and 4.2 "
                 f"(missing {', '.join(map(str, missing))})"
             )
+        errors.extend(_sms_errors(config.sms))
         if config.alerts.call_quality_low.mos_below not in config.buckets.mos:
             errors.append("alerts.call_quality_low.mos_below: must be one of buckets.mos "
                           "(the alert reads that histogram bucket)")
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _sms_errors(sms: SmsConfig) -> list[str]:
+    given = [key for key in SMS_REQUIRED if getattr(sms, key)]
+    if not given:
+        return []
+    return [f"sms.{key}: required when sms.{given[0]} is set"
+            for key in SMS_REQUIRED if key not in given]
 
 
 def load_config(path: str | os.PathLike[str] | None,

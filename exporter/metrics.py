@@ -18,7 +18,22 @@ from . import __version__
 from .calls import Decision, Departed
 from .config import BucketsConfig
 from .errors import OUTCOMES
-from .payloads import CALL_STATUSES, DIRECTIONS, FINAL_CALL_STATUSES, CallEvent
+from .payloads import (
+    CALL_STATUSES,
+    DIRECTIONS,
+    FINAL_CALL_STATUSES,
+    FINAL_MESSAGE_STATUSES,
+    MESSAGE_ERROR_CODES,
+    MESSAGE_STATUSES,
+    RECORDING_STATUSES,
+    TRANSCRIPTION_STATUSES,
+    CallEvent,
+    MessageEvent,
+    RecordingEvent,
+    TranscriptionEvent,
+    message_error_label,
+)
+from .statuses import StatusDecision
 
 CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound")
 ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription")
@@ -108,7 +123,9 @@ class ExporterMetrics:
             "Requests to callback endpoints by outcome.", ("endpoint", "outcome"))
         self.late_events = counter(
             "signalwire_exporter_late_events_total",
-            "Events that arrived after a newer event of the same call (counted, not applied).",
+            "Events that arrived after a newer event of the same call, or non-final statuses "
+            "after the final one of a message, recording or transcription (counted, not "
+            "applied).",
             ("endpoint",))
         self.timestamp_errors = counter(
             "signalwire_exporter_timestamp_errors_total",
@@ -129,15 +146,16 @@ class ExporterMetrics:
                        for s in sorted(FINAL_CALL_STATUSES) for d in DIRECTIONS}
         self._in_progress = {d: self.in_progress.labels(d) for d in DIRECTIONS}
         self._callbacks: dict[tuple[str, str], Counter] = {
-            (e, o): self.callbacks.labels(e, o) for e in CALL_ENDPOINTS for o in OUTCOMES}
+            (e, o): self.callbacks.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
         for direction in DIRECTIONS:
             for hist in (self.duration, self.mos, self.jitter_max, self.jitter_min,
                          self.packet_loss, self.post_dial_delay, self.time_to_answer):
                 hist.labels(direction)
             for reason in ("ttl", "capacity"):
                 self.expired.labels(direction, reason)
-        for endpoint in CALL_ENDPOINTS:
+        for endpoint in ENDPOINTS:
             self.late_events.labels(endpoint)
+        for endpoint in CALL_ENDPOINTS:
             self.timestamp_errors.labels(endpoint)
 
     def callback(self, endpoint: str, outcome: str) -> None:
@@ -193,3 +211,177 @@ class ExporterMetrics:
                 self._in_progress[call.direction].dec()
             if call.unfinished:
                 self.expired.labels(call.direction, call.reason).inc()
+
+
+ItemEvent = MessageEvent | RecordingEvent | TranscriptionEvent
+
+# One-shot observations a StatusTracker grants once per item (StatusDecision.granted).
+ONCE_ERROR_CODE = 1
+ONCE_SEGMENTS = 2
+ONCE_DURATION = 4
+ONCE_TEXT = 8
+
+
+def _as_float(size: Callable[[], int]) -> Callable[[], float]:
+    return lambda: float(size())
+
+
+def wants(event: ItemEvent) -> int:
+    """The one-shot observations this event could make, for StatusTracker.track."""
+    if isinstance(event, MessageEvent):
+        return ((ONCE_ERROR_CODE if event.error_code else 0)
+                | (ONCE_SEGMENTS if event.num_segments is not None else 0))
+    if isinstance(event, RecordingEvent):
+        return ONCE_DURATION if event.status == "completed" and event.duration is not None else 0
+    return ONCE_TEXT if event.status == "completed" and event.text_length is not None else 0
+
+
+class StatusMetrics:
+    """Metrics of messages, recordings and transcriptions, on the exporter's registry.
+
+    ``tracked`` maps each kind (message, recording, transcription) to its tracker's size.
+    """
+
+    def __init__(self, registry: CollectorRegistry, buckets: BucketsConfig,
+                 tracked: dict[str, Callable[[], int]]) -> None:
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, buckets=bounds, registry=registry)
+
+        self.message_events = counter(
+            "signalwire_message_status_events_total",
+            "SMS/MMS status changes received; each (MessageSid, status) once.", ("status",))
+        self.messages = counter(
+            "signalwire_messages_total",
+            "Messages that reached a final status, counted once per message.", ("status",))
+        self.message_errors = counter(
+            "signalwire_message_errors_total",
+            "Messages that reported an ErrorCode, once per message; uncommon codes as "
+            "code=\"other\".", ("code",))
+        self.message_segments = counter(
+            "signalwire_message_segments_total",
+            "Segments (NumSegments) of messages, counted once per message.")
+        self.message_delivery = histogram(
+            "signalwire_message_delivery_seconds",
+            "Time from queued/sending/sent to delivered, once per message, between the "
+            "exporter's receive times of the two callbacks.",
+            buckets.message_delivery_seconds)
+        self.recordings = counter(
+            "signalwire_recordings_total",
+            "Recording status changes; each (RecordingSid, status) once.", ("status",))
+        self.recording_duration = histogram(
+            "signalwire_recording_duration_seconds",
+            "RecordingDuration of completed recordings, once per recording.",
+            buckets.recording_duration_seconds)
+        self.transcriptions = counter(
+            "signalwire_transcriptions_total",
+            "Transcription status changes; each (TranscriptionSid, status) once.", ("status",))
+        self.transcription_text = histogram(
+            "signalwire_transcription_text_characters",
+            "Length of the text of completed transcriptions, in characters.",
+            buckets.transcription_text_characters)
+        self.expired = counter(
+            "signalwire_exporter_items_expired_total",
+            "Messages, recordings and transcriptions dropped from tracking without a final "
+            "status (reason: ttl = too old, capacity = store full).", ("kind", "reason"))
+        tracked_items = Gauge(
+            "signalwire_exporter_tracked_items",
+            "Messages, recordings and transcriptions held for de-duplication, by kind.",
+            ["kind"], registry=registry)
+        for kind, size in tracked.items():
+            tracked_items.labels(kind).set_function(_as_float(size))
+            for reason in ("ttl", "capacity"):
+                self.expired.labels(kind, reason)
+
+        def children(metric: Counter, values: Iterable[str]) -> dict[str, Counter]:
+            return {value: metric.labels(value) for value in values}
+
+        self._message_events = children(self.message_events, MESSAGE_STATUSES)
+        self._messages = children(self.messages, sorted(FINAL_MESSAGE_STATUSES))
+        self._errors = children(self.message_errors, (*sorted(MESSAGE_ERROR_CODES), "other"))
+        self._recordings = children(self.recordings, RECORDING_STATUSES)
+        self._transcriptions = children(self.transcriptions, TRANSCRIPTION_STATUSES)
+
+    def record(self, event: ItemEvent, decision: StatusDecision) -> None:
+        """Record one non-duplicate event."""
+        once = decision.granted
+        if isinstance(event, MessageEvent):
+            self._message_events[event.status].inc()
+            if decision.final_status is not None:
+                self._messages[decision.final_status].inc()
+            if once & ONCE_ERROR_CODE and event.error_code:
+                self._errors[message_error_label(event.error_code)].inc()
+            if once & ONCE_SEGMENTS and event.num_segments:
+                self.message_segments.inc(event.num_segments)
+            if decision.elapsed is not None:
+                self.message_delivery.observe(decision.elapsed)
+        elif isinstance(event, RecordingEvent):
+            self._recordings[event.status].inc()
+            if once & ONCE_DURATION and event.duration is not None:
+                self.recording_duration.observe(event.duration)
+        else:
+            self._transcriptions[event.status].inc()
+            if once & ONCE_TEXT and event.text_length is not None:
+                self.transcription_text.observe(event.text_length)
+
+    def record_departed(self, kind: str, reasons: Iterable[str]) -> None:
+        for reason in reasons:
+            self.expired.labels(kind, reason).inc()
+# --- SMS relay and failed-call report ------------------------------------------------------
+
+API_OUTCOMES: tuple[str, ...] = (
+    "sent", "client_error", "server_error", "rate_limited", "timeout", "connection_error")
+
+
+class RelayMetrics:
+    """The SMS relay's counters; a separate family from callbacks so the
+    SignalWireCallbacksRejected alert never fires on a misdirected Alertmanager."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "signalwire_exporter_alert_notifications_total",
+            "Alertmanager notifications to /alerts/sms by outcome (sent, partial = some "
+            "recipients texted, failed = none and may be retried, refused = API said no, "
+            "or why the request was rejected).", ["outcome"], registry=registry)
+        self.messages = Counter(
+            "signalwire_exporter_sms_total",
+            "SMS per recipient, after retries: sent or failed.", ["result"], registry=registry)
+        self.api_requests = Counter(
+            "signalwire_exporter_sms_api_requests_total",
+            "Requests to the SignalWire Messages API, retries included, by outcome.",
+            ["outcome"], registry=registry)
+        for outcome in ("sent", "partial", "failed", "refused", "unauthorized", "invalid"):
+            self.notifications.labels(outcome)
+        for result in ("sent", "failed"):
+            self.messages.labels(result)
+        for outcome in API_OUTCOMES:
+            self.api_requests.labels(outcome)
+
+    def notification(self, outcome: str) -> None:
+        self.notifications.labels(outcome).inc()
+
+    def sms(self, sent: bool) -> None:
+        self.messages.labels("sent" if sent else "failed").inc()
+
+    def api_request(self, outcome: str) -> None:
+        self.api_requests.labels(outcome).inc()
+
+
+class ReportMetrics:
+    def __init__(self, registry: CollectorRegistry, held: Callable[[], int]) -> None:
+        self.requests = Counter(
+            "signalwire_exporter_report_requests_total",
+            "Requests to /reports/failed-calls by outcome (ok, invalid, unauthorized).",
+            ["outcome"], registry=registry)
+        self.entries = Gauge(
+            "signalwire_exporter_report_failed_calls",
+            "Unsuccessful calls held for /reports/failed-calls (bounded by config).",
+            registry=registry)
+        self.entries.set_function(lambda: float(held()))
+        for outcome in ("ok", "invalid", "unauthorized"):
+            self.requests.labels(outcome)
+
+    def request(self, outcome: str) -> None:
+        self.requests.labels(outcome).inc()

@@ -332,16 +332,192 @@ def parse_call_event(fields: Mapping[str, str], endpoint: str) -> CallEvent:
         if value:
             setattr(event, attr, value)
     for attr, name, convert, strict in _TYPED_FIELDS:
-        text = fields.get(name)
-        if text is None or not text.strip():
-            continue
-        try:
-            setattr(event, attr, convert(text))
-        except (ValueError, OverflowError):
-            if strict:
-                raise invalid(f"field {name} has an invalid value") from None
-    stamp = fields.get("Timestamp")
-    if stamp and stamp.strip():
-        event.timestamp = parse_timestamp(stamp)
-        event.timestamp_invalid = event.timestamp is None
+        value = _optional(fields, name, convert, strict)
+        if value is not None:
+            setattr(event, attr, value)
+    event.timestamp, event.timestamp_invalid = _timestamp(fields)
     return event
+
+
+def _timestamp(fields: Mapping[str, str]) -> tuple[datetime | None, bool]:
+    """(Timestamp, whether one was given but unreadable): a bad one never costs the event."""
+    stamp = fields.get("Timestamp")
+    if not stamp or not stamp.strip():
+        return None, False
+    moment = parse_timestamp(stamp)
+    return moment, moment is None
+
+
+# --- messages, recordings, transcriptions ------------------------------------------------
+# Label values again, so each list is closed with "unknown" for anything else.
+
+MESSAGE_STATUSES: tuple[str, ...] = (
+    "queued", "sending", "sent", "delivered", "undelivered", "failed",
+    "receiving", "received", "read", "unknown",
+)
+FINAL_MESSAGE_STATUSES: frozenset[str] = frozenset(
+    ("delivered", "undelivered", "failed", "received", "read"))
+# Statuses that start the delivery-latency clock of an outbound message.
+MESSAGE_SENDING_STATUSES: frozenset[str] = frozenset(("queued", "sending", "sent"))
+MESSAGE_DIRECTIONS: tuple[str, ...] = (
+    "inbound", "outbound-api", "outbound-call", "outbound-reply", "unknown",
+)
+RECORDING_STATUSES: tuple[str, ...] = ("in-progress", "completed", "absent", "failed", "unknown")
+FINAL_RECORDING_STATUSES: frozenset[str] = frozenset(("completed", "absent", "failed"))
+TRANSCRIPTION_STATUSES: tuple[str, ...] = ("completed", "failed", "unknown")
+FINAL_TRANSCRIPTION_STATUSES: frozenset[str] = frozenset(("completed", "failed"))
+
+
+# Messaging error codes worth telling apart (Twilio-compatible numbering, which the
+# Compatibility API follows); any other code is "other", so the label stays bounded.
+MESSAGE_ERROR_CODES: frozenset[str] = frozenset((
+    "21211", "21408", "21610", "21612", "21614", "21617",
+    *(str(code) for code in range(30001, 30013)),  # queue overflow … price exceeded
+    *(str(code) for code in range(30017, 30025)),  # congestion, sender ID, size, 10DLC limits
+    "30027", "30028", "30032", "30033", "30034", "30035", "30036", "30037", "30038",
+))
+
+
+def message_error_label(code: str) -> str:
+    """Bounded label value for a raw ErrorCode."""
+    code = code.strip()
+    return code if code in MESSAGE_ERROR_CODES else "other"
+
+
+def normalize(raw: str | None, known: tuple[str, ...]) -> str:
+    """A provider value as a label: itself when in ``known``, else ``unknown``."""
+    value = (raw or "").strip().lower()
+    return value if value in known and value != "unknown" else "unknown"
+
+
+def _optional(fields: Mapping[str, str], name: str, convert: _Converter,
+              strict: bool) -> Any:
+    """A typed optional field: None when absent or blank; a bad value is a 400 if strict."""
+    text = fields.get(name)
+    if text is None or not text.strip():
+        return None
+    try:
+        return convert(text)
+    except (ValueError, OverflowError):
+        if strict:
+            raise invalid(f"field {name} has an invalid value") from None
+        return None
+
+
+def _text(fields: Mapping[str, str], name: str) -> str | None:
+    value = fields.get(name, "").strip()
+    return value or None
+
+
+@dataclass(slots=True)
+class ItemStatus:
+    """What every message, recording and transcription callback has.
+
+    ``sid`` is the item's MessageSid, RecordingSid or TranscriptionSid; ``status``
+    is always a member of that kind's status list (a label value).
+    """
+
+    sid: str
+    status: str
+    raw_status: str
+
+
+@dataclass(slots=True)
+class MessageEvent(ItemStatus):
+    """One SMS/MMS status callback, typed.
+
+    ``Body`` is not kept at all, and ``error_message`` is free text: neither may
+    reach a label or a log line. ``error_code`` is the raw code; the metrics map
+    it onto a closed list.
+    """
+
+    direction: str = "unknown"
+    account_sid: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    num_segments: int | None = None
+    num_media: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    api_version: str | None = None
+
+    def log_fields(self) -> dict[str, object]:
+        """What may be logged: no numbers, no Body, no ErrorMessage."""
+        return {"direction": self.direction, "segments": self.num_segments,
+                "media": self.num_media,
+                "error_code": message_error_label(self.error_code) if self.error_code else None}
+
+
+@dataclass(slots=True)
+class RecordingEvent(ItemStatus):
+    """One recording status callback, typed."""
+
+    call_sid: str | None = None
+    account_sid: str | None = None
+    recording_url: str | None = None
+    duration: int | None = None
+    channels: int | None = None
+    source: str | None = None
+
+    def log_fields(self) -> dict[str, object]:
+        return {"call_sid": self.call_sid, "duration": self.duration,
+                "channels": self.channels}
+
+
+@dataclass(slots=True)
+class TranscriptionEvent(ItemStatus):
+    """One transcription callback; only the text's length is kept, never the text."""
+
+    text_length: int | None = None
+    recording_sid: str | None = None
+    call_sid: str | None = None
+    account_sid: str | None = None
+    transcription_url: str | None = None
+
+    def log_fields(self) -> dict[str, object]:
+        """The text's length only: the text itself is free text."""
+        return {"recording_sid": self.recording_sid, "text_length": self.text_length}
+
+
+def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
+    """Typed SMS/MMS status; MessageSid and MessageStatus are required."""
+    sid = required(fields, "MessageSid")
+    raw_status = required(fields, "MessageStatus")
+    return MessageEvent(
+        sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
+        direction=normalize(fields.get("Direction"), MESSAGE_DIRECTIONS),
+        account_sid=_text(fields, "AccountSid"), from_=_text(fields, "From"),
+        to=_text(fields, "To"),
+        num_segments=_optional(fields, "NumSegments", _int, True),
+        num_media=_optional(fields, "NumMedia", _int, False),
+        error_code=_text(fields, "ErrorCode"), error_message=_text(fields, "ErrorMessage"),
+        api_version=_text(fields, "ApiVersion"))
+
+
+def parse_recording_event(fields: Mapping[str, str]) -> RecordingEvent:
+    """Typed recording status; RecordingSid and RecordingStatus are required."""
+    sid = required(fields, "RecordingSid")
+    raw_status = required(fields, "RecordingStatus")
+    return RecordingEvent(
+        sid=sid, status=normalize(raw_status, RECORDING_STATUSES),
+        raw_status=raw_status, call_sid=_text(fields, "CallSid"),
+        account_sid=_text(fields, "AccountSid"), recording_url=_text(fields, "RecordingUrl"),
+        duration=_optional(fields, "RecordingDuration", _int, True),
+        channels=_optional(fields, "RecordingChannels", _int, False),
+        source=_text(fields, "RecordingSource"))
+
+
+def parse_transcription_event(fields: Mapping[str, str]) -> TranscriptionEvent:
+    """Typed transcription; TranscriptionSid and TranscriptionStatus are required.
+
+    An empty ``TranscriptionText`` is a length of 0 (silence), not a missing one.
+    """
+    sid = required(fields, "TranscriptionSid")
+    raw_status = required(fields, "TranscriptionStatus")
+    text = fields.get("TranscriptionText")
+    return TranscriptionEvent(
+        sid=sid, status=normalize(raw_status, TRANSCRIPTION_STATUSES),
+        raw_status=raw_status, text_length=None if text is None else len(text),
+        recording_sid=_text(fields, "RecordingSid"), call_sid=_text(fields, "CallSid"),
+        account_sid=_text(fields, "AccountSid"),
+        transcription_url=_text(fields, "TranscriptionUrl"))

@@ -27,6 +27,9 @@ HEADER = """\
 _FINAL = "signalwire_calls_total"
 _NOT_ANSWERED = 'status=~"failed|busy|no-answer"'
 _FAILED = 'status="failed"'
+_MESSAGES = "signalwire_messages_total"
+_MESSAGE_SENT = 'status=~"delivered|undelivered|failed"'  # outbound finals; not received/read
+_MESSAGE_FAILED = 'status=~"undelivered|failed"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,16 @@ def recording_rules() -> list[Record]:
                       _sum_rate("signalwire_call_mos_count", d))),
         *_quantiles("signalwire:call_post_dial_delay_seconds:quantile5m",
                     "signalwire_call_post_dial_delay_seconds", ("0.5", "0.9", "0.99")),
+        Record("signalwire:message_status_events:rate5m",
+               _sum_rate("signalwire_message_status_events_total", "job, status")),
+        Record("signalwire:messages:rate5m", _sum_rate(_MESSAGES, "job, status")),
+        Record("signalwire:message_delivery_failure_ratio:15m",
+               _ratio(_sum_rate(_MESSAGES, "job", _MESSAGE_FAILED, "15m"),
+                      _sum_rate(_MESSAGES, "job", _MESSAGE_SENT, "15m"))),
+        Record("signalwire:recordings:rate5m",
+               _sum_rate("signalwire_recordings_total", "job, status")),
+        Record("signalwire:transcriptions:rate5m",
+               _sum_rate("signalwire_transcriptions_total", "job, status")),
     ]
 
 
@@ -141,13 +154,13 @@ class _ShareConfig(Protocol):
 
 
 def _share_alert(name: str, c: _ShareConfig, part: str, whole: str, summary: str,
-                 share_of: str, counted: str) -> Alert:
+                 share_of: str, counted: str, links: bool = True) -> Alert:
     """Fires when ``part / whole`` tops ``c.max_ratio`` with ``whole >= c.min_count``."""
     return Alert(
         name, _share_with_minimum(part, whole, c.max_ratio, c.min_count), c.severity, summary,
         f"{{{{ $value | humanizePercentage }}}} of {share_of} (threshold: more than "
         f"{_number(c.max_ratio * 100)}%, with at least {_number(c.min_count)} {counted}).",
-        c.pending_for, links=True)
+        c.pending_for, links=links)
 
 
 def call_failure_ratio_high(config: AlertsConfig) -> Alert:
@@ -199,12 +212,24 @@ def exporter_down(config: AlertsConfig) -> Alert:
         c.pending_for)
 
 
+def message_delivery_failures_high(config: AlertsConfig) -> Alert:
+    c = config.message_delivery_failures_high
+    return _share_alert(
+        "SignalWireMessageDeliveryFailuresHigh", c,
+        _increase(_MESSAGES, config, c.window, _MESSAGE_FAILED),
+        _increase(_MESSAGES, config, c.window, _MESSAGE_SENT),
+        "Many SignalWire messages not delivered on {{ $labels.job }}",
+        f"outbound messages that reached a final status in the last {c.window} ended "
+        "failed or undelivered", "such messages", links=False)
+
+
 ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     call_failures_high,
     call_failure_ratio_high,
     call_quality_low,
     callbacks_rejected,
     exporter_down,
+    message_delivery_failures_high,
 )
 
 

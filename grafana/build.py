@@ -33,6 +33,7 @@ SCHEMA_VERSION = 39  # Grafana 10.4 / 11; newer Grafana migrates it on load
 RAW = 'job=~"$job", instance=~"$instance", direction=~"$direction"'
 RULE = 'job=~"$job", direction=~"$direction"'
 TARGET = 'job=~"$job", instance=~"$instance"'
+JOB = 'job=~"$job"'  # recording rules of metrics without a direction (messages and the like)
 
 ALL_INSTANCES = " Summed over all instances of the job (recording rule)."
 
@@ -49,6 +50,11 @@ LOW_MOS_STEPS: list[Step] = [(None, "green"), (0.05, "yellow"), (0.1, "red")]
 JITTER_STEPS: list[Step] = [(None, "green"), (0.005, "yellow"), (0.03, "red")]
 LOSS_STEPS: list[Step] = [(None, "green"), (0.01, "yellow"), (0.05, "red")]
 NEUTRAL: list[Step] = [(None, "blue")]
+MESSAGE_FAILURE_STEPS: list[Step] = [(None, "green"), (0.05, "yellow"), (0.1, "red")]
+MESSAGE_COLOURS = {"delivered": "green", "received": "blue", "read": "dark-green",
+                   "undelivered": "orange", "failed": "red"}
+ITEM_COLOURS = {"completed": "green", "in-progress": "blue", "absent": "yellow",
+                "failed": "red", "unknown": "text"}
 
 
 # --- PromQL helpers -----------------------------------------------------------------
@@ -440,6 +446,64 @@ def call_setup() -> Section:
     )
 
 
+def _by_status(record: str) -> Json:
+    return target(f"sum by (status) ({record}{{{JOB}}})", "{{status}}")
+
+
+def messaging() -> Section:
+    """SMS/MMS, recordings and transcriptions: the non-call callbacks (no direction label)."""
+    delivery = "signalwire_message_delivery_seconds"
+    note = " Empty until message status callbacks arrive at /callbacks/messaging."
+    errors = increase("signalwire_message_errors_total", TARGET)
+    return Section("Messaging, recordings and transcriptions").line(
+        8,
+        (6, timeseries("Messages by final status",
+                       "Messages per second by the final status they reached (delivered, "
+                       "undelivered, failed, received, read). MMS stops at sent and is not "
+                       "here." + note + ALL_INSTANCES, "cps",
+                       [_by_status("signalwire:messages:rate5m")],
+                       stacked=True, colours=MESSAGE_COLOURS)),
+        (6, timeseries("Message delivery failure ratio",
+                       "(failed + undelivered) / outbound messages that reached a final "
+                       "status, 15-minute windows. SignalWireMessageDeliveryFailuresHigh fires "
+                       "above 10% with at least 20 messages." + ALL_INSTANCES, "percentunit",
+                       [target(f"max(signalwire:message_delivery_failure_ratio:15m{{{JOB}}})",
+                               "failed or undelivered")],
+                       steps=MESSAGE_FAILURE_STEPS, show_thresholds=True, bounds=(0, 1))),
+        (6, bargauge("Top message error codes",
+                     "Messages per ErrorCode in the selected time range, once per message; "
+                     'codes outside the exporter\'s list are grouped as "other".' + note,
+                     "short", [target(f"topk(10, sum by (code) ({errors}))", "{{code}}",
+                                      instant=True)], [(None, "orange")])),
+        (6, timeseries("Message delivery time",
+                       "queued/sent to delivered, from the exporter's receive times of the two "
+                       "callbacks (messages carry no Timestamp; see docs/callbacks.md).", "s",
+                       [target(quantile(0.5, delivery, TARGET), "p50"),
+                        target(quantile(0.9, delivery, TARGET), "p90")])),
+    ).line(
+        8,
+        (6, timeseries("Message status changes",
+                       "Every message status change (queued, sending, sent, finals), each "
+                       "delivery counted once." + ALL_INSTANCES, "cps",
+                       [_by_status("signalwire:message_status_events:rate5m")],
+                       colours=MESSAGE_COLOURS)),
+        (6, timeseries("Message segments",
+                       "SMS segments per second (NumSegments, once per message): what the "
+                       "messages are billed by.", "short",
+                       [target(f"sum({rate('signalwire_message_segments_total', TARGET)})",
+                               "segments")])),
+        (6, timeseries("Recordings by status",
+                       "Recording status changes per second (in-progress, completed, absent "
+                       "= too short or silent, failed)." + ALL_INSTANCES, "cps",
+                       [_by_status("signalwire:recordings:rate5m")], colours=ITEM_COLOURS)),
+        (6, timeseries("Transcriptions by status",
+                       "Transcriptions per second by status (completed, failed)."
+                       + ALL_INSTANCES, "cps",
+                       [_by_status("signalwire:transcriptions:rate5m")],
+                       colours=ITEM_COLOURS)),
+    )
+
+
 def exporter_health() -> Section:
     callbacks = "signalwire_exporter_callbacks_total"
     not_accepted = rate(callbacks, TARGET + ', outcome!="accepted"')
@@ -518,7 +582,7 @@ def calls_dashboard() -> Json:
     return {
         "uid": "signalwire-calls",
         "title": "SignalWire calls",
-        "description": "Calls, quality and exporter health from signalwire-exporter.",
+        "description": "Calls, quality, messaging and exporter health from signalwire-exporter.",
         "tags": ["signalwire", "signalwire-exporter"],
         "editable": True,
         "graphTooltip": 1,
@@ -537,7 +601,7 @@ def calls_dashboard() -> Json:
             "name": "Annotations & Alerts", "type": "dashboard"}]},
         "templating": {"list": templating()},
         "panels": layout([overview(), calls(), failures(), duration(), quality(),
-                          jitter_and_loss(), call_setup(), exporter_health()]),
+                          jitter_and_loss(), call_setup(), messaging(), exporter_health()]),
     }
 
 

@@ -1,9 +1,11 @@
-"""A realistic replay of SignalWire call callbacks, for end-to-end tests.
+"""A realistic replay of SignalWire callbacks, for end-to-end tests.
 
 Covers every final status and direction, both call endpoints, MOS in every quality tier,
 jitter and packet counts, SIP codes of every class, initiated/ringing/answered Timestamps
 (post-dial delay, time to answer), calls left in progress, duplicates, a late event, an
-unparseable Timestamp, an unknown status and a few requests that are rejected.
+unparseable Timestamp, an unknown status and a few requests that are rejected; and messages
+(delivered, undelivered and failed with error codes, received, MMS stuck at sent),
+recordings and transcriptions.
 """
 
 from __future__ import annotations
@@ -102,7 +104,57 @@ def replay(prefix: str, calls: int = 36) -> list[Callback]:
     odd[0].fields["Timestamp"] = "Thur, 09 Sept 2023 17:05:04 +0000"  # tolerated
     odd[-1].fields["Timestamp"] = "the day after tomorrow"  # counted as a timestamp error
     odd[1].fields["CallStatus"] = "ringing-forwarded"
-    return events + odd
+    return events + odd + messages(prefix) + recordings(prefix)
+
+
+MESSAGE_ENDS: tuple[tuple[str, str | None], ...] = (
+    ("delivered", None), ("delivered", None), ("undelivered", "30003"), ("delivered", None),
+    ("failed", "30007"), ("delivered", None), ("undelivered", "30005"), ("delivered", None),
+    ("sent", None),  # MMS: no delivery receipt, never final
+    ("failed", "39999"),  # a code outside the list: code="other"
+)
+
+
+def messages(prefix: str, count: int = 20) -> list[Callback]:
+    """Outbound messages queued → sent → final (one duplicate each few), and inbound ones."""
+    events: list[Callback] = []
+    for i in range(count):
+        end, code = MESSAGE_ENDS[i % len(MESSAGE_ENDS)]
+        base = {"MessageSid": f"{prefix}-msg-{i}", "AccountSid": "project",
+                "From": "+15550000000", "To": "+15551111111", "Body": "hello",
+                "NumSegments": str(1 + i % 3), "NumMedia": "1" if end == "sent" else "0"}
+        path = ["queued", "sent"] + ([] if end == "sent" else [end])
+        for status in path:
+            fields = {**base, "MessageStatus": status}
+            if status == end and code is not None:
+                fields.update(ErrorCode=code, ErrorMessage="carrier said no")
+            events.append(Callback("messaging", fields))
+        if i % 4 == 0:
+            events.append(events[-1])  # at-least-once delivery
+    for i in range(count // 4):
+        base = {"MessageSid": f"{prefix}-in-{i}", "NumSegments": "1", "Direction": "inbound"}
+        events += [Callback("messaging", {**base, "MessageStatus": status})
+                   for status in ("receiving", "received")]
+    return events
+
+
+def recordings(prefix: str, count: int = 8) -> list[Callback]:
+    """Recordings in-progress → completed (or absent), each completed one transcribed."""
+    events: list[Callback] = []
+    for i in range(count):
+        sid = f"{prefix}-rec-{i}"
+        end = "absent" if i % 4 == 3 else "completed"
+        events.append(Callback("recording", {"RecordingSid": sid,
+                                             "RecordingStatus": "in-progress"}))
+        events.append(Callback("recording", {
+            "RecordingSid": sid, "RecordingStatus": end, "RecordingChannels": "1",
+            "RecordingDuration": str(4 + 23 * i) if end == "completed" else "0"}))
+        if end == "completed":
+            events.append(Callback("transcription", {
+                "TranscriptionSid": f"{prefix}-tr-{i}", "RecordingSid": sid,
+                "TranscriptionStatus": "failed" if i % 5 == 4 else "completed",
+                "TranscriptionText": "words " * (3 + 7 * i)}))
+    return events
 
 
 def answered(count: int) -> list[Callback]:
@@ -141,13 +193,17 @@ def send_rejected(base_url: str) -> list[int]:
                   "text/plain")]
 
 
+# The field that names the item a callback is about, per endpoint: what affinity keys on.
+SID_FIELDS = ("CallSid", "MessageSid", "RecordingSid", "TranscriptionSid")
+
+
 def spread(callbacks: list[Callback], base_urls: list[str]) -> Iterator[tuple[str, Callback]]:
-    """Each call goes to one replica (by CallSid), the way a load balancer with
-    affinity would send it; different calls land on different replicas."""
+    """Each call or message goes to one replica (by its sid), the way a load balancer
+    with affinity would send it; different ones land on different replicas."""
     cycle = itertools.cycle(base_urls)
     owner: dict[str, str] = {}
     for callback in callbacks:
-        sid = callback.fields.get("CallSid", "")
+        sid = next((callback.fields[name] for name in SID_FIELDS if name in callback.fields), "")
         if sid not in owner:
             owner[sid] = next(cycle)
         yield owner[sid], callback

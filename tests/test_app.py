@@ -225,7 +225,9 @@ async def test_unknown_values_never_become_labels(client: TestClient) -> None:
 
 
 async def test_unfinished_calls_expire_and_are_counted(exporter_client: ClientFactory) -> None:
-    client = await exporter_client({"tracking": {"call_ttl_seconds": 0.2,
+    # TTL long enough that the posts and first checks finish before anything expires,
+    # even on a loaded machine; the wait below is bounded.
+    client = await exporter_client({"tracking": {"call_ttl_seconds": 2.0,
                                                  "sweep_interval_seconds": 0.05}})
     await post(client, {"CallSid": new_sid(), "CallStatus": "in-progress",
                         "Direction": "inbound", "SequenceNumber": "2"})
@@ -233,7 +235,7 @@ async def test_unfinished_calls_expire_and_are_counted(exporter_client: ClientFa
                         "Direction": "inbound", "SequenceNumber": "3"})
     assert sample(client, "signalwire_calls_in_progress", direction="inbound") == 1
     assert sample(client, "signalwire_exporter_tracked_calls") == 2
-    for _ in range(100):
+    for _ in range(200):
         if sample(client, "signalwire_exporter_tracked_calls") == 0:
             break
         await asyncio.sleep(0.05)

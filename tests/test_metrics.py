@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import BucketsConfig
-from exporter.metrics import SIP_CODES, ExporterMetrics, sip_labels
+from exporter.metrics import SIP_CODES, ExporterMetrics, StatusMetrics, sip_labels
+from exporter.payloads import message_error_label
 
 from .conftest import require_tool
 
@@ -20,6 +21,19 @@ def send(url: str, body: bytes) -> int:
         "Content-Type": "application/x-www-form-urlencoded"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.status
+
+
+def scraped_metrics(url: str) -> bytes:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        return bytes(response.read())
+
+
+def check_with_promtool(promtool: str, scraped: bytes) -> None:
+    """``promtool check metrics`` passes and prints nothing (no lint warnings either)."""
+    result = subprocess.run([promtool, "check", "metrics"], input=scraped,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == b"" and result.stderr == b""
 
 
 def test_promtool_check_metrics_on_a_real_scrape_prints_nothing(exporter_process: Any) -> None:
@@ -32,18 +46,14 @@ def test_promtool_check_metrics_on_a_real_scrape_prints_nothing(exporter_process
                 "&CallDuration=61&AudioInMos=3.9&SipResultCode=200&AudioInJitterMaxVariance=4"
                 "&AudioInMediaPacketCount=100&AudioInSkipPacketCount=1").encode()
         assert send(url, body) == 200
-    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
-        scraped = response.read()
-    result = subprocess.run([promtool, "check", "metrics"], input=scraped,
-                            capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == b"" and result.stderr == b""
+    check_with_promtool(promtool, scraped_metrics(exporter.url))
     assert exporter.stop() == 0
 
 
 def test_every_family_has_help_and_counters_end_in_total() -> None:
     registry = CollectorRegistry()
     ExporterMetrics(registry, BucketsConfig(), lambda: 0)
+    StatusMetrics(registry, BucketsConfig(), {"message": lambda: 0})
     from prometheus_client import generate_latest
 
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
@@ -58,3 +68,27 @@ def test_sip_labels_are_bounded() -> None:
     assert sip_labels(499) == ("other", "4xx")
     assert sip_labels(200) == ("200", "2xx")
     assert all(100 <= code <= 699 for code in SIP_CODES)
+
+
+def test_promtool_accepts_messaging_recording_transcription_metrics(exporter_process: Any) -> None:
+    promtool = require_tool("promtool")
+    exporter = exporter_process()
+    for endpoint, body in (
+            ("messaging", "MessageSid=m1&MessageStatus=sent&NumSegments=1"),
+            ("messaging", "MessageSid=m1&MessageStatus=delivered&NumSegments=1"),
+            ("messaging", "MessageSid=m2&MessageStatus=failed&ErrorCode=30008"),
+            ("recording", "RecordingSid=r1&RecordingStatus=completed&RecordingDuration=9"),
+            ("transcription", "TranscriptionSid=t1&TranscriptionStatus=completed"
+                              "&TranscriptionText=hello")):
+        assert send(f"{exporter.url}/callbacks/{endpoint}", body.encode()) == 200
+    scraped = scraped_metrics(exporter.url)
+    assert b'signalwire_messages_total{status="delivered"} 1.0' in scraped
+    check_with_promtool(promtool, scraped)
+    assert exporter.stop() == 0
+
+
+def test_message_error_labels_are_bounded() -> None:
+    assert message_error_label("30003") == "30003"
+    assert message_error_label(" 30007 ") == "30007"
+    assert message_error_label("30099") == "other"
+    assert message_error_label("+15551234567") == "other"

@@ -240,3 +240,52 @@ def test_repeated_names_first_wins() -> None:
 def test_bad_utf8_in_form_is_invalid() -> None:
     with pytest.raises(Rejected):
         decode_pairs(FORM, b"CallSid=%ff%fe&CallStatus=busy", max_fields=9)
+
+
+# --- messages, recordings, transcriptions ------------------------------------------------
+
+def test_message_event_is_typed_and_keeps_no_body() -> None:
+    from exporter.payloads import MessageEvent, parse_message_event
+
+    event = parse_message_event({
+        "MessageSid": "m", "MessageStatus": "Undelivered", "Body": "secret", "NumSegments": "3",
+        "NumMedia": "x", "ErrorCode": "30003", "Direction": "outbound-api",
+        "ErrorMessage": "Unreachable"})
+    assert event == MessageEvent(sid="m", status="undelivered", raw_status="Undelivered",
+                                 direction="outbound-api", num_segments=3, num_media=None,
+                                 error_code="30003", error_message="Unreachable")
+    assert "secret" not in repr(event)
+    assert "Unreachable" not in repr(event.log_fields())
+
+
+@pytest.mark.parametrize(("raw", "known", "expected"), [
+    ("sent", ("sent", "unknown"), "sent"),
+    (" READ ", ("read", "unknown"), "read"),
+    ("unknown", ("sent", "unknown"), "unknown"),
+    ("stopped", ("sent", "unknown"), "unknown"),
+    (None, ("sent", "unknown"), "unknown"),
+])
+def test_normalize_closes_the_label_set(raw: str | None, known: tuple[str, ...],
+                                        expected: str) -> None:
+    from exporter.payloads import normalize
+
+    assert normalize(raw, known) == expected
+
+
+def test_recording_and_transcription_events() -> None:
+    from exporter.payloads import parse_recording_event, parse_transcription_event
+
+    rec = parse_recording_event({"RecordingSid": "r", "RecordingStatus": "completed",
+                                 "RecordingDuration": "12", "RecordingChannels": "two",
+                                 "RecordingSource": "DialVerb"})
+    assert (rec.status, rec.duration, rec.channels, rec.source) == (
+        "completed", 12, None, "DialVerb")
+    empty = parse_transcription_event({"TranscriptionSid": "t", "TranscriptionStatus": "completed",
+                                       "TranscriptionText": ""})
+    assert empty.text_length == 0
+    missing = parse_transcription_event({"TranscriptionSid": "t",
+                                         "TranscriptionStatus": "in-progress"})
+    assert (missing.text_length, missing.status) == (None, "unknown")
+    with pytest.raises(Rejected, match="RecordingDuration"):
+        parse_recording_event({"RecordingSid": "r", "RecordingStatus": "completed",
+                               "RecordingDuration": "1.5h"})

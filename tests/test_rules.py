@@ -18,7 +18,7 @@ from .conftest import ROOT, require_tool
 RULES = ROOT / "alerts" / "signalwire-exporter.rules.yml"
 ALERT_NAMES = ("SignalWireCallFailuresHigh", "SignalWireCallFailureRatioHigh",
                "SignalWireCallQualityLow", "SignalWireCallbacksRejected",
-               "SignalWireExporterDown")
+               "SignalWireExporterDown", "SignalWireMessageDeliveryFailuresHigh")
 # Call alerts link the failed-call report and the dashboard.
 LINKED = ALERT_NAMES[:3]
 # Fixed names other parts (dashboards, reports) query, with the labels they keep.
@@ -32,6 +32,11 @@ RECORDS = {
     "signalwire:call_mos:quantile5m": {"0.1", "0.5", "0.9"},
     "signalwire:call_mos_below_3_5:ratio5m": None,
     "signalwire:call_post_dial_delay_seconds:quantile5m": {"0.5", "0.9", "0.99"},
+    "signalwire:message_status_events:rate5m": None,
+    "signalwire:messages:rate5m": None,
+    "signalwire:message_delivery_failure_ratio:15m": None,
+    "signalwire:recordings:rate5m": None,
+    "signalwire:transcriptions:rate5m": None,
 }
 
 
