@@ -15,7 +15,7 @@ from exporter.cli import build_parser
 
 from .conftest import ROOT, require_tool
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROGRAMS = (("signalwire-exporter",), ("python", "-m", "exporter"),
             ("python3", "-m", "exporter"))
 
