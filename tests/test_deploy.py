@@ -8,6 +8,7 @@ pieces must agree on (ports, paths, labels, the job name the rules select).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,14 @@ def test_compose_exporter_config_is_valid(compose: dict[str, Any]) -> None:
     assert {"published": 9880, "target": 9880} in [
         {k: int(v) for k, v in port.items() if k in ("published", "target")}
         for port in exporter["ports"]]
+
+
+def test_env_example_names_every_variable_compose_reads() -> None:
+    compose_text = (DEPLOY / "compose.yaml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", compose_text))
+    example = (DEPLOY / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, flags=re.M))
+    assert used == listed
 
 
 def test_prometheus_config_matches_the_compose_services(compose: dict[str, Any]) -> None:
