@@ -42,6 +42,24 @@ def test_check_config_prints_each_error(tmp_path: Path) -> None:
     assert any("limits.max_body_bytes:" in line for line in lines)
 
 
+def test_check_config_names_the_file_from_the_environment(tmp_path: Path) -> None:
+    # `docker run IMAGE check-config` finds the mounted file through the env var only.
+    import os
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: nowhere\n")
+    env = {**os.environ, "SIGNALWIRE_EXPORTER_CONFIG": str(bad)}
+    result = subprocess.run([sys.executable, "-m", "exporter", "check-config"],
+                            capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    assert result.returncode == 1
+    assert "listen:" in result.stderr
+    env["SIGNALWIRE_EXPORTER_CONFIG"] = str(ROOT / "config.example.yaml")
+    result = subprocess.run([sys.executable, "-m", "exporter", "check-config"],
+                            capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{ROOT / 'config.example.yaml'}: OK")
+
+
 def test_bad_flag_value_is_a_usage_error() -> None:
     result = cli("--listen-address", "not-an-address")
     assert result.returncode == 2
