@@ -13,9 +13,9 @@ from exporter import __version__
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT)
+                          text=True, timeout=30, cwd=ROOT, env=env)
 
 
 def test_version() -> None:
@@ -48,14 +48,11 @@ def test_check_config_names_the_file_from_the_environment(tmp_path: Path) -> Non
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("listen: nowhere\n")
-    env = {**os.environ, "SIGNALWIRE_EXPORTER_CONFIG": str(bad)}
-    result = subprocess.run([sys.executable, "-m", "exporter", "check-config"],
-                            capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    result = cli("check-config", env={**os.environ, "SIGNALWIRE_EXPORTER_CONFIG": str(bad)})
     assert result.returncode == 1
     assert "listen:" in result.stderr
-    env["SIGNALWIRE_EXPORTER_CONFIG"] = str(ROOT / "config.example.yaml")
-    result = subprocess.run([sys.executable, "-m", "exporter", "check-config"],
-                            capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+    example = str(ROOT / "config.example.yaml")
+    result = cli("check-config", env={**os.environ, "SIGNALWIRE_EXPORTER_CONFIG": example})
     assert result.returncode == 0
     assert result.stdout.startswith(f"{ROOT / 'config.example.yaml'}: OK")
 
