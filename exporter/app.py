@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from . import reports, signature, sms
+from .access import BASIC_AUTH, BasicAuth, protected
 from .calls import CallTracker
 from .config import Config, LimitsConfig
 from .errors import Outcome, Rejected
@@ -364,13 +365,14 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[EXPORTER] = exporter
+    app[BASIC_AUTH] = BasicAuth(config.web.basic_auth_users)
     app.router.add_get("/", index)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", protected(metrics_handler))
     app.router.add_get("/healthz", healthz)
     for endpoint, process in PROCESSORS.items():
         app.router.add_route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
     app.router.add_route("*", "/alerts/sms", alerts_sms)
-    app.router.add_get("/reports/failed-calls", failed_calls_report)
+    app.router.add_get("/reports/failed-calls", protected(failed_calls_report))
     app.cleanup_ctx.append(sweep_expired)
     app.cleanup_ctx.append(sms_session)
     return app

@@ -2,29 +2,35 @@
 
     signalwire-exporter [--config FILE] [--listen-address HOST:PORT] [--log-level LEVEL]
     signalwire-exporter check-config --config FILE
+    signalwire-exporter hash-password   (reads the password from stdin)
     signalwire-exporter rules [--config FILE] [--output FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
 
 from . import __version__
+from .access import hash_password, tls_context
 from .app import create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
 from .rules import render_rules
 
 log = logging.getLogger("exporter")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _listen_address(value: str) -> str:
@@ -51,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="config file to check")
+    commands.add_parser("hash-password",
+                        help="print a bcrypt hash for web.basic_auth_users (password on stdin)")
     rules = commands.add_parser(
         "rules", help="write the Prometheus rule file from the config's alerts: section")
     rules.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
@@ -58,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--output", metavar="FILE",
                        help="write the rules here instead of to standard output")
     return parser
+
+
+def print_password_hash() -> int:
+    import getpass
+
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\r\n")
+    if not password:
+        print("error: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+# Header limits for every connection (aiohttp's defaults, stated so docs/security.md can
+# name them): longer request or header lines, or more headers, get 400 before any handler.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 100
 
 
 def load_or_report(path: str | None) -> Config | None:
@@ -79,6 +106,71 @@ def check_config(path: str | None) -> int:
     keys = len(config.signature.signing_keys)
     print(f"{source}: OK (listen {config.listen}, {keys} signing key(s))")
     return 0
+
+
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
+
+class InFlight:
+    """Requests being handled now, so a stop can wait until they are done."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.count += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.count -= 1
+                if not self.count:
+                    self._idle.set()
+
+        self.middleware = middleware
+
+    async def drained(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+
+
+async def run_server(app: web.Application, config: Config, in_flight: InFlight) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish.
+
+    aiohttp's own shutdown (web.run_app, runner.cleanup) stops reading from open
+    connections at once, so a callback still sending its body would be cut off and
+    the provider would see it fail. So: close the listener, wait (bounded) until no
+    request is in flight, and only then clean up.
+    """
+    app.middlewares.append(in_flight.middleware)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+                           keepalive_timeout=config.limits.keepalive_timeout_seconds,
+                           max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
+                           max_headers=MAX_HEADERS)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        host, port = config.host, config.port
+        site = web.TCPSite(runner, host, port, ssl_context=tls_context(config.web))
+        await site.start()
+        log.info("listening", extra={"fields": {
+            "address": f"{host}:{port}", "version": __version__,
+            "tls": config.web.tls_cert_file is not None,
+            "basic_auth": bool(config.web.basic_auth_users)}})
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests",
+                 extra={"fields": {"in_flight": in_flight.count}})
+        await site.stop()
+        await in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)
+    finally:
+        await runner.cleanup()
 
 
 def write_rules(path: str | None, output: str | None) -> int:
@@ -103,16 +195,18 @@ def serve(config: Config) -> None:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     app = create_app(config, registry)
+    in_flight = InFlight()
+    Gauge("signalwire_exporter_http_requests_in_flight",
+          "HTTP requests being handled now, this scrape included.",
+          registry=registry).set_function(lambda: float(in_flight.count))
     if not config.signature.signing_keys:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
-    host, port = config.host, config.port
-    log.info("listening", extra={"fields": {"address": f"{host}:{port}",
-                                            "version": __version__}})
-    # run_app turns SIGTERM/SIGINT into a graceful stop: the listener closes, in-flight
-    # requests finish (up to shutdown_timeout), then it returns and we exit 0.
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
-                shutdown_timeout=10.0, handle_signals=True)
+    asyncio.run(run_server(app, config, in_flight))
+    # Closing the loop restored the default handlers: a repeated SIGTERM while the
+    # interpreter winds down would turn a clean exit 0 into a kill.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     log.info("stopped")
 
 
@@ -120,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "hash-password":
+        return print_password_hash()
     if args.command == "rules":
         return write_rules(args.config, args.output)
     config = load_or_report(args.config)

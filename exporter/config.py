@@ -51,6 +51,7 @@ class LimitsConfig:
     max_fields: int = 200
     max_field_length: int = 4096
     read_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,20 @@ class ReportsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """Protection of the read endpoints, after the Prometheus exporter-toolkit web config."""
+
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    basic_auth_users: tuple[tuple[str, str], ...] = ()  # (name, bcrypt hash)
+
+    def __repr__(self) -> str:  # the hashes are secrets too
+        return (f"WebConfig(tls_cert_file={self.tls_cert_file!r}, "
+                f"tls_key_file={self.tls_key_file!r}, "
+                f"basic_auth_users=<{len(self.basic_auth_users)} hidden>)")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "0.0.0.0:9880"
     signature: SignatureConfig = field(default_factory=SignatureConfig)
@@ -227,6 +242,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     buckets: BucketsConfig = field(default_factory=BucketsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -351,6 +367,34 @@ def _optional_url(value: Any) -> str | None:
     return value.rstrip("/")
 
 
+def _optional_file(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a file path")
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+_BCRYPT_HASH = re.compile(r"^\$2[aby]?\$\d{2}\$[./A-Za-z0-9]{53}$")
+
+
+def _basic_auth_users(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of user name to bcrypt hash")
+    users = []
+    for name, hashed in value.items():
+        if not isinstance(name, str) or not name or ":" in name:
+            raise ValueError("user names must be non-empty strings without ':'")
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.match(hashed):
+            # never echo the value: it may be a plain password pasted by mistake
+            raise ValueError(f"{name}: not a bcrypt hash (make one with "
+                             "'signalwire-exporter hash-password')")
+        users.append((name, hashed))
+    return tuple(users)
 def _space_url(value: Any) -> str | None:
     """A Space as the SDKs take it (``example.signalwire.com``) or as a full URL."""
     if isinstance(value, str) and value and "://" not in value:
@@ -408,6 +452,7 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "limits.max_fields": _positive_int,
     "limits.max_field_length": _positive_int,
     "limits.read_timeout_seconds": _positive_float,
+    "limits.keepalive_timeout_seconds": _positive_float,
     "tracking.max_calls": _positive_int,
     "tracking.call_ttl_seconds": _positive_float,
     "tracking.sweep_interval_seconds": _positive_float,
@@ -416,6 +461,9 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "logging.level": _choice(LOG_LEVELS),
     "logging.format": _choice(LOG_FORMATS),
     "logging.event_level": _choice(LOG_LEVELS),
+    "web.tls_cert_file": _optional_file,
+    "web.tls_key_file": _optional_file,
+    "web.basic_auth_users": _basic_auth_users,
     "sms.space_url": _space_url,
     "sms.project_id": _text,
     "sms.api_token": _text,
@@ -560,6 +608,8 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
                 "buckets.mos: must include the quality tiers 3.1, 3.5, 3.7 and 4.2 "
                 f"(missing {', '.join(map(str, missing))})"
             )
+        if (config.web.tls_cert_file is None) != (config.web.tls_key_file is None):
+            errors.append("web: tls_cert_file and tls_key_file must be set together")
         errors.extend(_sms_errors(config.sms))
         if config.alerts.call_quality_low.mos_below not in config.buckets.mos:
             errors.append("alerts.call_quality_low.mos_below: must be one of buckets.mos "

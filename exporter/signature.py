@@ -8,7 +8,9 @@ Schemes accepted (reference §3), for every configured Signing Key (rotation):
 - SignalWire JSON: hex HMAC-SHA1 (``X-SignalWire-Signature``) or hex HMAC-SHA256
   (``X-SignalWire-Sha256-Signature``) over URL + raw body.
 The URL is tried with and without the scheme's default port, as the provider's
-own validators do. Every comparison is constant-time.
+own validators do. Every comparison is constant-time and exact.
+tests/vectors/signature_vectors.json holds the verdicts of the official SDKs on
+the same requests; docs/security.md lists where, and why, this module differs.
 """
 
 from __future__ import annotations
@@ -92,15 +94,14 @@ def body_signature(key: str, url: str, body: bytes, digest: str = "sha1") -> str
 
 
 def _equal(expected: str, given: str) -> bool:
+    """Constant-time and exact, as in every SDK (no case folding of hex digests)."""
     return hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "replace"))
 
 
 def _body_hash_ok(url: str, body: bytes) -> bool:
     query = urlsplit(url).query
     claimed = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "bodySHA256"]
-    if len(claimed) != 1:
-        return False
-    return hmac.compare_digest(hashlib.sha256(body).hexdigest(), claimed[0].lower())
+    return len(claimed) == 1 and _equal(hashlib.sha256(body).hexdigest(), claimed[0])
 
 
 def verify(keys: Sequence[str], url: str, headers: Mapping[str, str], *,
@@ -114,30 +115,25 @@ def verify(keys: Sequence[str], url: str, headers: Mapping[str, str], *,
     sha256 = headers.get(SHA256_HEADER) or ""
     if not keys or not (primary or sha256):
         return False
-    variants = url_variants(url)
-    has_repeats = form_pairs is not None and len({n for n, _ in form_pairs}) < len(form_pairs)
-    for key in keys:
-        if sha256 and _equal(body_signature(key, url, body, "sha256"), sha256.lower()):
-            return True
-        if not primary:
-            continue
-        if len(primary) == 40 and _is_hex(primary) and _equal(
-                body_signature(key, url, body, "sha1"), primary.lower()):
-            return True
-        for candidate in variants:
-            if form_pairs:
-                if _equal(form_signature(key, candidate, form_pairs), primary):
-                    return True
-                if has_repeats and _equal(
-                        form_signature(key, candidate, form_pairs, sort_values=True), primary):
-                    return True
-            elif _equal(form_signature(key, candidate), primary) and (
-                    not body or _body_hash_ok(candidate, body)):
-                # URL-only signature: GET mode (no body), or a body vouched for by
-                # bodySHA256. Never for a form body: that would leave its fields unsigned.
-                return True
-    return False
+    return any(_signs(key, candidate, primary, sha256, body, form_pairs)
+               for key in keys for candidate in url_variants(url))
 
 
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in text)
+def _signs(key: str, url: str, primary: str, sha256: str, body: bytes,
+           form_pairs: Sequence[tuple[str, str]] | None) -> bool:
+    """Does ``key`` sign this request for this one spelling of its URL?"""
+    if sha256 and _equal(body_signature(key, url, body, "sha256"), sha256):
+        return True
+    if not primary:
+        return False
+    if len(primary) == 40 and _equal(body_signature(key, url, body), primary):
+        return True
+    if form_pairs:
+        # Repeated names: signalwire-sdk keeps body order, twilio 9 sorts the values.
+        orders = (False, True) if len({n for n, _ in form_pairs}) < len(form_pairs) else (False,)
+        if any(_equal(form_signature(key, url, form_pairs, sort_values=s), primary)
+               for s in orders):
+            return True
+    # URL-only signature: GET mode (no body), or a body vouched for by bodySHA256.
+    # Never for any other body: that would leave its fields unsigned (reference 3.4).
+    return _equal(form_signature(key, url), primary) and (not body or _body_hash_ok(url, body))

@@ -81,12 +81,16 @@ def free_port() -> int:
 class ExporterProcess:
     """The exporter as users run it: ``python -m exporter`` in its own process."""
 
-    def __init__(self, tmp_path: Any, config_text: str = "", *args: str) -> None:
+    def __init__(self, tmp_path: Any, config_text: str = "", *args: str,
+                 scheme: str = "http") -> None:
+        import ssl
         import subprocess
         import sys
 
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        # https in tests means a self-signed certificate: trust it without checks
+        self.ssl_context = ssl._create_unverified_context() if scheme == "https" else None
         config = tmp_path / f"exporter-{self.port}.yaml"
         config.write_text(config_text)
         self.log_path = tmp_path / f"exporter-{self.port}.log"
@@ -106,7 +110,8 @@ class ExporterProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exporter exited: {self.log()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1,
+                                            context=self.ssl_context) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -132,8 +137,8 @@ class ExporterProcess:
 def exporter_process(tmp_path: Any) -> Any:
     started: list[ExporterProcess] = []
 
-    def start(config_text: str = "", *args: str) -> ExporterProcess:
-        process = ExporterProcess(tmp_path, config_text, *args)
+    def start(config_text: str = "", *args: str, scheme: str = "http") -> ExporterProcess:
+        process = ExporterProcess(tmp_path, config_text, *args, scheme=scheme)
         started.append(process)
         return process
 
