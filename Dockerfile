@@ -30,9 +30,12 @@ ENV PATH=/opt/signalwire-exporter/bin:$PATH \
     SIGNALWIRE_EXPORTER_CONFIG=/etc/signalwire-exporter/config.yaml
 USER ${UID}
 EXPOSE 9880
-# Slim images have no curl; the interpreter is already there. Checks the default port.
+# Slim images have no curl; the interpreter is already there. With web.tls_cert_file set, or
+# another listen port, set SIGNALWIRE_EXPORTER_HEALTHCHECK_URL (e.g. https://127.0.0.1:9880/healthz);
+# the certificate is not verified: this only asks the process on this host whether it serves.
+ENV SIGNALWIRE_EXPORTER_HEALTHCHECK_URL=http://127.0.0.1:9880/healthz
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9880/healthz', timeout=4)"]
+  CMD ["python", "-c", "import os, ssl, urllib.request; urllib.request.urlopen(os.environ['SIGNALWIRE_EXPORTER_HEALTHCHECK_URL'], timeout=4, context=ssl._create_unverified_context())"]
 # Exec form: the exporter is PID 1 and gets SIGTERM directly, so `docker stop` drains
 # in-flight callbacks and exits 0 instead of being killed after the grace period.
 ENTRYPOINT ["signalwire-exporter"]

@@ -8,6 +8,7 @@ pieces must agree on (ports, paths, labels, the job name the rules select).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from exporter.config import load_config
 
 from .conftest import ROOT, free_port, require_tool
 from .servers import Service
+from .test_security import self_signed
 
 DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
@@ -93,21 +95,32 @@ def test_image_config_path_is_where_the_example_is_copied() -> None:
     assert f"config.example.yaml {image_config_path()}" in final_stage("COPY")
 
 
-def healthcheck_command() -> list[str]:
-    healthcheck = final_stage("HEALTHCHECK")[-1]
-    command: list[str] = json.loads(healthcheck.split(" CMD ", 1)[1])
-    assert command[0] == "python" and "/healthz" in command[-1]
-    return command
+def healthcheck(url: str) -> int:
+    """Exit code of the image's HEALTHCHECK command, run here against ``url``."""
+    command: list[str] = json.loads(final_stage("HEALTHCHECK")[-1].split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    env = {**os.environ, "SIGNALWIRE_EXPORTER_HEALTHCHECK_URL": url}
+    return subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True,
+                          timeout=30).returncode
+
+
+def test_healthcheck_defaults_to_the_image_port() -> None:
+    env = " ".join(final_stage("ENV"))
+    assert "SIGNALWIRE_EXPORTER_HEALTHCHECK_URL=http://127.0.0.1:9880/healthz" in env
 
 
 def test_healthcheck_command_tells_up_from_down(exporter_process: Any) -> None:
-    # The image's check, pointed at a local exporter instead of the container's port 9880.
     exporter = exporter_process()
-    command = [sys.executable, *healthcheck_command()[1:]]
-    command[-1] = command[-1].replace("127.0.0.1:9880", f"127.0.0.1:{exporter.port}")
-    assert subprocess.run(command, timeout=30).returncode == 0
+    assert healthcheck(f"{exporter.url}/healthz") == 0
     assert exporter.stop() == 0
-    assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
+    assert healthcheck(f"{exporter.url}/healthz") != 0
+
+
+def test_healthcheck_command_works_with_tls(exporter_process: Any, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    exporter = exporter_process(f"web:\n  tls_cert_file: {cert}\n  tls_key_file: {key}\n",
+                                scheme="https")
+    assert healthcheck(f"{exporter.url}/healthz") == 0
 
 
 # --- compose -------------------------------------------------------------------------------
