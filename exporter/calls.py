@@ -20,14 +20,30 @@ final status is reported so it can be counted as expired.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 
-from .payloads import CALL_STATUSES, FINAL_CALL_STATUSES, CallEvent
+from .payloads import CALL_STATUSES, DIRECTIONS, FINAL_CALL_STATUSES, CallEvent
 
 _STATUS_INDEX = {status: index for index, status in enumerate(CALL_STATUSES)}
 _WIDTH = len(CALL_STATUSES)
 _BITMASK_SEQUENCES = 63  # sequence numbers -1..61 live in one int; others in a set
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def call_key(call_sid: str) -> int | str:
+    """The tracker's key for a CallSid: a UUID as its 128-bit int, anything else as is.
+
+    Provider CallSids are lower-case UUIDs; as an int the key takes 48 bytes instead
+    of 88 (a third of what a tracked call costs). Only the canonical lower-case form
+    is converted, so two different CallSids never share a key.
+    """
+    if len(call_sid) == 36 and _CANONICAL_UUID.fullmatch(call_sid):
+        return int(call_sid.replace("-", ""), 16)
+    return call_sid
+
 
 # flag bits of CallState.flags
 _IN_PROGRESS = 1
@@ -114,14 +130,72 @@ class Departed:
     unfinished: bool
 
 
+# A tracked call is stored as one int (about 64 bytes) instead of a CallState object
+# (112 bytes, plus a float and up to four ints of its own): fixed-width fields at the
+# bottom, the open-ended ``seen`` bitmask on top. CallState is the working form
+# while one event is applied. Out-of-range values (sequence numbers past 2**32 - 2,
+# timestamps outside 1970-2514) are clamped or ignored rather than widening every call.
+_DIRECTION_INDEX = {direction: index for index, direction in enumerate(DIRECTIONS)}
+_SEQ_MAX = (1 << 32) - 1  # stored as last_seq + 1
+_MS_MASK = (1 << 44) - 1  # created, in milliseconds of the tracker's clock
+_STAMP_BITS = 34
+_STAMP_MASK = (1 << _STAMP_BITS) - 1  # a Timestamp in epoch seconds, stored + 1
+_SHIFT_FINAL, _SHIFT_FLAGS, _SHIFT_SEQ, _SHIFT_CREATED, _SHIFT_STAMPS = 2, 6, 12, 44, 88
+_SHIFT_SEEN = _SHIFT_STAMPS + 3 * _STAMP_BITS
+
+
+def _stamp_bits(stamp: int | None) -> int:
+    return 0 if stamp is None else stamp + 1
+
+
+def _stamp(bits: int) -> int | None:
+    bits &= _STAMP_MASK
+    return bits - 1 if bits else None
+
+
+def pack(state: CallState) -> int:
+    """The stored form of a call's state (see unpack)."""
+    final = 0 if state.final is None else _STATUS_INDEX[state.final] + 1
+    stamps = (_stamp_bits(state.t_initiated) | _stamp_bits(state.t_ringing) << _STAMP_BITS
+              | _stamp_bits(state.t_answered) << 2 * _STAMP_BITS)
+    return (_DIRECTION_INDEX[state.direction] | final << _SHIFT_FINAL
+            | state.flags << _SHIFT_FLAGS
+            | min(state.last_seq + 1, _SEQ_MAX) << _SHIFT_SEQ
+            | (round(state.created * 1000) & _MS_MASK) << _SHIFT_CREATED
+            | stamps << _SHIFT_STAMPS | state.seen << _SHIFT_SEEN)
+
+
+def unpack(packed: int) -> CallState:
+    state = CallState.__new__(CallState)
+    state.direction = DIRECTIONS[packed & 3]
+    state.created = _created(packed)
+    state.extra = None
+    final = packed >> _SHIFT_FINAL & 15
+    state.final = CALL_STATUSES[final - 1] if final else None
+    state.flags = packed >> _SHIFT_FLAGS & 63
+    state.last_seq = (packed >> _SHIFT_SEQ & _SEQ_MAX) - 1
+    state.t_initiated = _stamp(packed >> _SHIFT_STAMPS)
+    state.t_ringing = _stamp(packed >> (_SHIFT_STAMPS + _STAMP_BITS))
+    state.t_answered = _stamp(packed >> (_SHIFT_STAMPS + 2 * _STAMP_BITS))
+    state.seen = packed >> _SHIFT_SEEN
+    return state
+
+
+def _created(packed: int) -> float:
+    return (packed >> _SHIFT_CREATED & _MS_MASK) / 1000
+
+
 class CallTracker:
-    """Size-capped, time-limited store of CallState, keyed by CallSid."""
+    """Size-capped, time-limited store of calls' packed state, keyed by CallSid."""
 
     def __init__(self, max_calls: int, ttl: float) -> None:
         self.max_calls = max_calls
         self.ttl = ttl
-        self._calls: dict[str, CallState] = {}
-        self._order: deque[str] = deque()  # CallSids, oldest first
+        self._calls: dict[int | str, int] = {}  # call key -> pack(CallState)
+        self._order: deque[int | str] = deque()  # call keys, oldest first
+        # CallState.extra of the rare call with sequence numbers past the bitmask
+        self._extra: dict[int | str, set[tuple[int | None, int]]] = {}
+        self._removed = 0  # calls removed since self._calls was last rebuilt
         self.in_progress = 0
 
     def __len__(self) -> int:
@@ -130,14 +204,23 @@ class CallTracker:
     def track(self, event: CallEvent, now: float) -> tuple[Decision, list[Departed]]:
         """Apply one event; return its Decision and any calls evicted to make room."""
         departed: list[Departed] = []
-        state = self._calls.get(event.call_sid)
-        if state is None:
+        key = call_key(event.call_sid)
+        packed = self._calls.get(key)
+        if packed is None:
             while len(self._calls) >= self.max_calls:
                 departed.append(self._pop_oldest("capacity"))
             state = CallState(event.direction, now)
-            self._calls[event.call_sid] = state
-            self._order.append(event.call_sid)
-        return self._apply(state, event), departed
+            self._order.append(key)
+        else:
+            state = unpack(packed)
+            if self._extra:
+                state.extra = self._extra.get(key)
+        decision = self._apply(state, event)
+        if not decision.duplicate:
+            self._calls[key] = pack(state)
+            if state.extra is not None:
+                self._extra[key] = state.extra
+        return decision, departed
 
     def _apply(self, state: CallState, event: CallEvent) -> Decision:
         decision = Decision(direction=state.direction)
@@ -186,6 +269,8 @@ class CallTracker:
         if event.timestamp is None:
             return
         stamp = int(event.timestamp.timestamp())
+        if not 0 <= stamp < _STAMP_MASK:
+            return  # before 1970 or after 2514: not a real event time
         if event.status == "initiated" and state.t_initiated is None:
             state.t_initiated = stamp
         elif event.status == "ringing" and state.t_ringing is None:
@@ -208,14 +293,22 @@ class CallTracker:
         departed: list[Departed] = []
         deadline = now - self.ttl
         while self._order:
-            state = self._calls[self._order[0]]
-            if state.created > deadline:
+            if _created(self._calls[self._order[0]]) > deadline:
                 break
             departed.append(self._pop_oldest("ttl"))
         return departed
 
     def _pop_oldest(self, reason: str) -> Departed:
-        state = self._calls.pop(self._order.popleft())
+        key = self._order.popleft()
+        state = unpack(self._calls.pop(key))
+        if self._extra:
+            self._extra.pop(key, None)
+        self._removed += 1
+        if self._removed >= self.max_calls:
+            # A dict never shrinks as keys leave, and a full one that keeps
+            # churning regrows to 3x its size: rebuilt, it takes about half.
+            self._calls = dict(self._calls)
+            self._removed = 0
         was_in_progress = bool(state.flags & _IN_PROGRESS)
         if was_in_progress:
             self.in_progress -= 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +24,19 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
+    # One line per accepted callback at the default event level: the date part is
+    # formatted once per second, not once per line.
+    _second = -1
+    _date = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         extra = " ".join(f"{k}={_quote(v)}" for k, v in _fields(record).items())
-        line = f"{stamp[:-4]}Z {record.levelname.lower()} {record.name}: {record.getMessage()}"
+        line = (f"{self._date}.{int(record.msecs):03d}Z {record.levelname.lower()} "
+                f"{record.name}: {record.getMessage()}")
         if extra:
             line = f"{line} {extra}"
         if record.exc_info:
@@ -47,9 +58,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str, ensure_ascii=False)
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 

@@ -11,8 +11,10 @@ only looks a child up in a dict instead of calling ``.labels()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from . import __version__
 from .calls import Decision, Departed
@@ -48,6 +50,9 @@ SIP_CODES: frozenset[int] = frozenset((
 ))
 
 _JITTER_UNIT = 0.001  # AudioInJitter*Variance arrive in milliseconds (reference §2)
+
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 
 def sip_labels(code: int) -> tuple[str, str]:
@@ -140,6 +145,7 @@ class ExporterMetrics:
                      registry=registry)
         info.labels(__version__).set(1)
 
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         self._status_events = {(s, d): self.status_events.labels(s, d)
                                for s in CALL_STATUSES for d in DIRECTIONS}
         self._calls = {(s, d): self.calls.labels(s, d)
@@ -158,6 +164,14 @@ class ExporterMetrics:
         for endpoint in CALL_ENDPOINTS:
             self.timestamp_errors.labels(endpoint)
 
+    def _child(self, metric: _Metric, *values: str) -> _Metric:
+        """``metric.labels(*values)``, cached: labels() validates and locks on every call."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return cast(_Metric, child)
+
     def callback(self, endpoint: str, outcome: str) -> None:
         child = self._callbacks.get((endpoint, outcome))
         if child is None:
@@ -169,48 +183,48 @@ class ExporterMetrics:
         direction = decision.direction
         self._status_events[(event.status, direction)].inc()
         if event.timestamp_invalid:
-            self.timestamp_errors.labels(event.endpoint).inc()
+            self._child(self.timestamp_errors, event.endpoint).inc()
         if decision.late:
-            self.late_events.labels(event.endpoint).inc()
+            self._child(self.late_events, event.endpoint).inc()
         if decision.final_status is not None:
             self._calls[(decision.final_status, direction)].inc()
         if decision.in_progress_delta:
             self._in_progress[direction].inc(decision.in_progress_delta)
         if decision.observe_duration and event.call_duration is not None:
-            self.duration.labels(direction).observe(event.call_duration)
+            self._child(self.duration, direction).observe(event.call_duration)
         if decision.observe_quality:
             self._record_quality(event, direction)
         if decision.observe_sip and event.sip_result_code is not None:
-            self.sip_responses.labels(direction, *sip_labels(event.sip_result_code)).inc()
+            self._child(self.sip_responses, direction, *sip_labels(event.sip_result_code)).inc()
         if decision.post_dial_delay is not None:
-            self.post_dial_delay.labels(direction).observe(decision.post_dial_delay)
+            self._child(self.post_dial_delay, direction).observe(decision.post_dial_delay)
         if decision.time_to_answer is not None:
-            self.time_to_answer.labels(direction).observe(decision.time_to_answer)
+            self._child(self.time_to_answer, direction).observe(decision.time_to_answer)
 
     def _record_quality(self, event: CallEvent, direction: str) -> None:
         if event.audio_in_mos:
-            self.mos.labels(direction).observe(event.audio_in_mos)
+            self._child(self.mos, direction).observe(event.audio_in_mos)
         if event.audio_in_jitter_max_variance is not None:
-            self.jitter_max.labels(direction).observe(
+            self._child(self.jitter_max, direction).observe(
                 event.audio_in_jitter_max_variance * _JITTER_UNIT)
         if event.audio_in_jitter_min_variance is not None:
-            self.jitter_min.labels(direction).observe(
+            self._child(self.jitter_min, direction).observe(
                 event.audio_in_jitter_min_variance * _JITTER_UNIT)
         loss = event.packet_loss_ratio
         if loss is not None:
-            self.packet_loss.labels(direction).observe(loss)
+            self._child(self.packet_loss, direction).observe(loss)
         for result, count in (("received", event.audio_in_media_packet_count),
                               ("lost", event.audio_in_skip_packet_count),
                               ("discarded", event.audio_in_flush_packet_count)):
             if count:
-                self.audio_packets.labels(direction, result).inc(count)
+                self._child(self.audio_packets, direction, result).inc(count)
 
     def record_departed(self, departed: Iterable[Departed]) -> None:
         for call in departed:
             if call.was_in_progress:
                 self._in_progress[call.direction].dec()
             if call.unfinished:
-                self.expired.labels(call.direction, call.reason).inc()
+                self._child(self.expired, call.direction, call.reason).inc()
 
 
 ItemEvent = MessageEvent | RecordingEvent | TranscriptionEvent

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from exporter.calls import CallTracker, Decision
-from exporter.payloads import CallEvent
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.calls import CallState, CallTracker, Decision, pack, unpack
+from exporter.payloads import DIRECTIONS, FINAL_CALL_STATUSES, CallEvent
 
 T0 = datetime(2024, 4, 4, 18, 32, 15, tzinfo=UTC)
 
@@ -145,3 +148,38 @@ def test_direction_is_the_calls_first_one() -> None:
     a, b = run(tracker, ev("in-progress", 1, direction="inbound"),
                ev("completed", 2, direction="unknown"))
     assert a.direction == b.direction == "inbound"
+
+
+def test_uuid_call_sids_differing_only_in_case_are_different_calls() -> None:
+    tracker = CallTracker(100, 3600)
+    sid = "0f8f6f3e-2d4c-4b7a-9c1e-5a6b7c8d9e0f"
+    first, upper, again = run(tracker, ev("ringing", 1, sid=sid), ev("ringing", 1, sid=sid.upper()),
+                              ev("ringing", 1, sid=sid))
+    assert not first.duplicate and not upper.duplicate and again.duplicate
+    assert len(tracker) == 2
+
+
+@given(direction=st.sampled_from(DIRECTIONS),
+       final=st.none() | st.sampled_from(sorted(FINAL_CALL_STATUSES)),
+       flags=st.integers(0, 31), last_seq=st.integers(-1, 2**32 - 2),
+       created=st.integers(0, 2**40).map(lambda ms: ms / 1000),
+       stamps=st.lists(st.none() | st.integers(0, 2**34 - 2), min_size=3, max_size=3),
+       seen=st.integers(0, 2**630 - 1))
+def test_packed_state_round_trips(direction: str, final: str | None, flags: int,
+                                  last_seq: int, created: float, stamps: list[int | None],
+                                  seen: int) -> None:
+    state = CallState(direction, created)
+    state.final, state.flags, state.last_seq, state.seen = final, flags, last_seq, seen
+    state.t_initiated, state.t_ringing, state.t_answered = stamps
+    back = unpack(pack(state))
+    assert [getattr(back, name) for name in CallState.__slots__ if name != "extra"] == [
+        getattr(state, name) for name in CallState.__slots__ if name != "extra"]
+
+
+def test_sequence_numbers_past_the_bitmask_are_still_deduplicated() -> None:
+    tracker = CallTracker(100, 3600)
+    first, other, again = run(tracker, ev("ringing", 500), ev("ringing", 70, sid="c2"),
+                              ev("ringing", 500))
+    assert not first.duplicate and not other.duplicate and again.duplicate
+    late = run(tracker, ev("ringing", 400))[0]
+    assert late.late and not late.duplicate

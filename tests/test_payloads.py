@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from email.utils import parsedate_to_datetime
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.errors import Rejected
 from exporter.payloads import (
@@ -240,6 +243,36 @@ def test_repeated_names_first_wins() -> None:
 def test_bad_utf8_in_form_is_invalid() -> None:
     with pytest.raises(Rejected):
         decode_pairs(FORM, b"CallSid=%ff%fe&CallStatus=busy", max_fields=9)
+
+
+@given(st.text(alphabet="ab=&+%26DdC3A9é0 ", max_size=40))
+def test_form_fast_path_reads_bodies_exactly_as_parse_qsl(text: str) -> None:
+    try:
+        expected: list[tuple[str, str]] | None = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=20, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        expected = None  # parse_qsl refuses it: so must we, with a 400
+    if expected is None:
+        with pytest.raises(Rejected) as info:
+            decode_pairs(FORM, text.encode(), max_fields=20)
+        assert info.value.status == 400
+    else:
+        assert decode_pairs(FORM, text.encode(), max_fields=20) == expected
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)),
+       st.integers(min_value=-1439, max_value=1439), st.booleans())
+def test_canonical_timestamps_read_as_email_utils_reads_them(
+        moment: datetime, offset_minutes: int, weekday: bool) -> None:
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    text = moment.strftime("%d %b %Y %H:%M:%S") + f" {sign}{hours:02d}{minutes:02d}"
+    if weekday:
+        text = moment.strftime("%a, ") + text
+    expected = parsedate_to_datetime(text)
+    expected = (expected.replace(tzinfo=UTC) if expected.tzinfo is None
+                else expected).astimezone(UTC)
+    assert parse_timestamp(text) == expected
 
 
 # --- messages, recordings, transcriptions ------------------------------------------------

@@ -1,0 +1,46 @@
+"""The benchmark cannot rot: its quick mode runs every phase and writes every figure.
+
+Only that it runs is checked here; what the figures are is bench/README.md's business
+(timings never go in a test assertion).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ROOT, require_tool
+
+FIGURES = {
+    "throughput": ["exporter_rps", "bare_rps", "ratio_exporter_bare",
+                   "exporter_cpu_us_per_request", "bare_cpu_us_per_request"],
+    "seed_baseline": ["rps", "p50_ms", "p99_ms", "ratio_exporter_seed"],
+    "render": ["series", "text_median_ms", "openmetrics_median_ms"],
+    "stages": ["decode_form", "verify_signature", "parse_call_event", "track", "record_call",
+               "total"],
+}
+
+
+def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    require_tool("wrk")
+    out = tmp_path / "latest.json"
+    done = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    for phase, names in FIGURES.items():
+        for name in names:
+            assert isinstance(results[phase][name], int | float), (phase, name)
+    for round_ in results["throughput"]["rounds"]:
+        assert round_["requests"] > 0 and round_["non_2xx"] == 0
+    assert results["throughput"]["callback_outcomes"]["exporter"].get("accepted", 0) > 0
+    fixed = results["throughput"]["fixed_rate"]
+    assert fixed["completed"] > 0 and fixed["errors"] == 0
+    for run in ("uncapped", "capped", "capped_mmap_threshold"):
+        memory = results["memory"][run]
+        assert memory["tracked"] == min(memory["calls"], memory["cap"])
+        assert isinstance(memory["bytes_per_tracked_call"], float)
+    for key in ("nproc", "cpu", "python"):
+        assert results["machine"][key]
