@@ -1,12 +1,13 @@
-"""The aiohttp application: routes and the thin glue between the pipeline stages.
+"""The aiohttp application: the app factory, routes and thin handlers.
 
 request → verify (size, content type, signature) → parse (typed event)
         → track (dedupe, ordering) → record (metrics)
 
-Handlers here only move data between those modules and turn a ``Rejected``
-into its JSON 4xx answer; the rules live in the modules themselves.
+Every callback endpoint shares one request path here (method, read, verify), then
+hands the fields to its processor in ``callbacks``. Handlers only move data between
+the modules and turn a ``Rejected`` into its JSON 4xx answer; the rules live in the
+modules themselves.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -19,34 +20,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from . import reports, signature, sms
+from . import callbacks, reports, signature, sms
 from .access import BASIC_AUTH, BasicAuth, protected
 from .calls import CallTracker
 from .config import Config, LimitsConfig
-from .errors import Outcome, Rejected
-from .logs import EVENT_LOGGER, level_number
-from .metrics import ExporterMetrics, ItemEvent, RelayMetrics, ReportMetrics, StatusMetrics, wants
-from .payloads import (
-    FINAL_MESSAGE_STATUSES,
-    FINAL_RECORDING_STATUSES,
-    FINAL_TRANSCRIPTION_STATUSES,
-    FORM,
-    MESSAGE_SENDING_STATUSES,
-    MESSAGE_STATUSES,
-    RECORDING_STATUSES,
-    TRANSCRIPTION_STATUSES,
-    collect_fields,
-    decode_pairs,
-    decode_query,
-    parse_call_event,
-    parse_message_event,
-    parse_recording_event,
-    parse_transcription_event,
-)
-from .statuses import Lifecycle, StatusTracker
+from .errors import Rejected
+from .logs import level_number
+from .metrics import ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
+from .payloads import FORM, collect_fields, decode_pairs, decode_query
+from .statuses import StatusTracker
 
 log = logging.getLogger(__name__)
-event_log = logging.getLogger(EVENT_LOGGER)
 
 
 @dataclass(slots=True)
@@ -147,33 +131,7 @@ def rejection(exporter: Exporter, endpoint: str, exc: Rejected) -> web.Response:
     return web.json_response({"error": exc.message}, status=exc.status)
 
 
-# One processor per kind of callback: fields → typed event → tracker → metrics.
-# It returns the outcome to count; a Rejected it raises becomes a 4xx.
-Processor = Callable[[Exporter, dict[str, str], str], Outcome]
-
-
-def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
-    event = parse_call_event(fields, endpoint)
-    now = asyncio.get_running_loop().time()
-    decision, departed = exporter.tracker.track(event, now)
-    if departed:
-        exporter.metrics.record_departed(departed)
-    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
-    if not decision.duplicate:
-        exporter.metrics.record_call(event, decision)
-        if decision.final_status is not None:
-            exporter.failed_calls.add(event, decision.final_status, decision.direction, now)
-    if event_log.isEnabledFor(exporter.event_level):
-        event_log.log(exporter.event_level, "call status", extra={"fields": {
-            "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
-            "status": event.status, "direction": decision.direction,
-            "sequence": event.sequence_number, "late": decision.late,
-            "final": decision.final_status,
-            "timestamp": event.timestamp.isoformat() if event.timestamp else None}})
-    return outcome
-
-
-def callback_handler(endpoint: str, process: Processor) -> Handler:
+def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
     """The one request path every callback endpoint shares: method, verify, process."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -190,50 +148,6 @@ def callback_handler(endpoint: str, process: Processor) -> Handler:
         return web.Response(status=200)
 
     return handle
-
-
-# Endpoint → its item kind's lifecycle and parser (the kind is also a label value).
-LIFECYCLES: dict[str, Lifecycle] = {
-    "messaging": Lifecycle("message", MESSAGE_STATUSES, FINAL_MESSAGE_STATUSES,
-                           start=MESSAGE_SENDING_STATUSES, end="delivered"),
-    "recording": Lifecycle("recording", RECORDING_STATUSES, FINAL_RECORDING_STATUSES),
-    "transcription": Lifecycle("transcription", TRANSCRIPTION_STATUSES,
-                               FINAL_TRANSCRIPTION_STATUSES),
-}
-ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
-    "messaging": parse_message_event,
-    "recording": parse_recording_event,
-    "transcription": parse_transcription_event,
-}
-
-
-def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
-    """Messages, recordings and transcriptions: one path, one tracker per kind."""
-    event = ITEM_PARSERS[endpoint](fields)
-    tracker = exporter.items[endpoint]
-    kind = tracker.lifecycle.kind
-    decision, departed = tracker.track(event.sid, event.status,
-                                       asyncio.get_running_loop().time(), wants(event))
-    if departed:
-        exporter.item_metrics.record_departed(kind, departed)
-    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
-    if not decision.duplicate:
-        exporter.item_metrics.record(event, decision)
-        if decision.late:
-            exporter.metrics.late_events.labels(endpoint).inc()
-    if event_log.isEnabledFor(exporter.event_level):
-        event_log.log(exporter.event_level, f"{kind} status", extra={"fields": {
-            "endpoint": endpoint, "outcome": outcome, f"{kind}_sid": event.sid,
-            "status": event.status, "late": decision.late, "final": decision.final_status,
-            **event.log_fields()}})
-    return outcome
-
-
-PROCESSORS: dict[str, Processor] = {
-    "voice": process_call,
-    "inbound": process_call,
-    **dict.fromkeys(LIFECYCLES, process_item),
-}
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -323,10 +237,7 @@ async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(exporter.config.tracking.sweep_interval_seconds)
-            now = loop.time()
-            exporter.metrics.record_departed(exporter.tracker.expire(now))
-            for items in exporter.items.values():
-                exporter.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
+            callbacks.expire(exporter, loop.time())
 
     task = asyncio.create_task(sweep())
     yield
@@ -354,7 +265,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     tracking = config.tracking
     tracker = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
     items = {endpoint: StatusTracker(lifecycle, tracking.max_items, tracking.item_ttl_seconds)
-             for endpoint, lifecycle in LIFECYCLES.items()}
+             for endpoint, lifecycle in callbacks.LIFECYCLES.items()}
     failed_calls = reports.FailedCallReport(config.reports.failed_calls)
     relay_metrics = RelayMetrics(registry)
     relay = (sms.SmsRelay(config.sms, relay_metrics, config.limits.read_timeout_seconds)
@@ -376,7 +287,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     app.router.add_get("/", index)
     app.router.add_get("/metrics", protected(metrics_handler))
     app.router.add_get("/healthz", healthz)
-    for endpoint, process in PROCESSORS.items():
+    for endpoint, process in callbacks.PROCESSORS.items():
         app.router.add_route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
     app.router.add_route("*", "/alerts/sms", alerts_sms)
     app.router.add_get("/reports/failed-calls", protected(failed_calls_report))
