@@ -57,13 +57,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # --- handlers ----------------------------------------------------------------------------
 
-def rejection(exporter: Exporter, endpoint: str, exc: Rejected) -> web.Response:
-    exporter.metrics.callback(endpoint, exc.outcome)
+def error_response(exc: Rejected, **headers: str) -> web.Response:
+    """The one answer to every refusal: its 4xx and ``{"error": message}``."""
+    return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
+
+
+def log_rejected(what: str, exc: Rejected, **fields: str) -> None:
+    """A missing or wrong credential is a warning (a probe, or a wrong key); the rest is routine."""
     level = logging.WARNING if exc.outcome == "unauthorized" else logging.INFO
-    log.log(level, "callback rejected", extra={"fields": {
-        "endpoint": endpoint, "outcome": exc.outcome, "status": exc.status,
-        "reason": exc.message}})
-    return web.json_response({"error": exc.message}, status=exc.status)
+    log.log(level, f"{what} rejected", extra={"fields": {
+        **fields, "outcome": exc.outcome, "status": exc.status, "reason": exc.message}})
 
 
 def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
@@ -78,7 +81,9 @@ def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
             fields = await read_fields(request, exporter.config)
             outcome = process(exporter, fields, endpoint)
         except Rejected as exc:
-            return rejection(exporter, endpoint, exc)
+            exporter.metrics.callback(endpoint, exc.outcome)
+            log_rejected("callback", exc, endpoint=endpoint)
+            return error_response(exc)
         exporter.metrics.callback(endpoint, outcome)
         return web.Response(status=200)
 
@@ -92,10 +97,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
     return response
-
-
-def json_rejection(exc: Rejected, **headers: str) -> web.Response:
-    return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
 
 
 async def alerts_sms(request: web.Request) -> web.Response:
@@ -117,12 +118,9 @@ async def alerts_sms(request: web.Request) -> web.Response:
             request.content_type if body else "", body)
     except Rejected as exc:
         relay.metrics.notification(exc.outcome)
-        log.log(logging.WARNING if exc.status == 401 else logging.INFO,
-                "alert notification rejected", extra={"fields": {
-                    "outcome": exc.outcome, "status": exc.status, "reason": exc.message}})
-        if exc.status == 401:
-            return json_rejection(exc, **{"WWW-Authenticate": 'Bearer realm="alerts"'})
-        return json_rejection(exc)
+        log_rejected("alert notification", exc)
+        challenge = {"WWW-Authenticate": 'Bearer realm="alerts"'} if exc.status == 401 else {}
+        return error_response(exc, **challenge)
     status, document = await relay.deliver(notification)
     return web.json_response(document, status=status)
 
@@ -135,7 +133,7 @@ async def failed_calls_report(request: web.Request) -> web.Response:
         query = reports.parse_query(request.query, config)
     except Rejected as exc:
         exporter.report_metrics.request(exc.outcome)
-        return json_rejection(exc)
+        return error_response(exc)
     exporter.report_metrics.request("ok")
     rows = exporter.failed_calls.rows(asyncio.get_running_loop().time(), mask=query.mask)
     if query.format == "json":
