@@ -1,10 +1,12 @@
-"""The aiohttp application: routes and the thin glue between the pipeline stages.
+"""The aiohttp application: the app factory, routes and thin handlers.
 
 request → verify (size, content type, signature) → parse (typed event)
         → track (dedupe, ordering) → record (metrics)
 
-Handlers here only move data between those modules and turn a ``Rejected``
-into its JSON 4xx answer; the rules live in the modules themselves.
+Every callback endpoint shares one request path here (method, read, verify), then
+hands the fields to its processor in ``callbacks``. Handlers only move data between
+the modules and turn a ``Rejected`` into its JSON 4xx answer; the rules live in the
+modules themselves.
 """
 
 from __future__ import annotations
@@ -19,34 +21,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from . import reports, signature, sms
+from . import callbacks, reports, sms
 from .access import BASIC_AUTH, BasicAuth, protected
 from .calls import CallTracker
-from .config import Config, LimitsConfig
-from .errors import Outcome, Rejected
-from .logs import EVENT_LOGGER, level_number
-from .metrics import ExporterMetrics, ItemEvent, RelayMetrics, ReportMetrics, StatusMetrics, wants
-from .payloads import (
-    FINAL_MESSAGE_STATUSES,
-    FINAL_RECORDING_STATUSES,
-    FINAL_TRANSCRIPTION_STATUSES,
-    FORM,
-    MESSAGE_SENDING_STATUSES,
-    MESSAGE_STATUSES,
-    RECORDING_STATUSES,
-    TRANSCRIPTION_STATUSES,
-    collect_fields,
-    decode_pairs,
-    decode_query,
-    parse_call_event,
-    parse_message_event,
-    parse_recording_event,
-    parse_transcription_event,
-)
-from .statuses import Lifecycle, StatusTracker
+from .config import Config
+from .errors import Rejected
+from .logs import level_number
+from .metrics import ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
+from .statuses import StatusTracker
+from .verify import read_body, read_fields
 
 log = logging.getLogger(__name__)
-event_log = logging.getLogger(EVENT_LOGGER)
 
 
 @dataclass(slots=True)
@@ -70,114 +55,21 @@ EXPORTER = web.AppKey("exporter", Exporter)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-# --- verify ------------------------------------------------------------------------------
-
-async def read_body(request: web.Request, limits: LimitsConfig) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to be too large.
-
-    Content-Length is checked before reading anything; a chunked body is cut off
-    at the limit. A client that stalls gets 408 after the read timeout.
-    """
-    if request.content_length is not None and request.content_length > limits.max_body_bytes:
-        raise Rejected(413, "too_large", f"body larger than {limits.max_body_bytes} bytes")
-    if request.content.is_eof():
-        # The usual callback: the whole body came with the headers, so there is nothing
-        # to wait for and no timeout to arm (that costs more than the read itself).
-        body = request.content.read_nowait()
-        if len(body) > limits.max_body_bytes:
-            raise Rejected(413, "too_large", f"body larger than {limits.max_body_bytes} bytes")
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(limits.read_timeout_seconds):
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > limits.max_body_bytes:
-                    raise Rejected(413, "too_large",
-                                   f"body larger than {limits.max_body_bytes} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Rejected(408, "timeout", "timed out reading the request body") from None
-    return b"".join(chunks)
-
-
-def check_signature(request: web.Request, config: Config, body: bytes,
-                    form_pairs: list[tuple[str, str]] | None) -> None:
-    sig = config.signature
-    if not sig.signing_keys:
-        return
-    url = signature.request_url(
-        path_qs=request.raw_path, scheme=request.scheme, host=request.host,
-        public_base_url=sig.public_base_url,
-        trust_forwarded_headers=sig.trust_forwarded_headers,
-        forwarded_proto=request.headers.get("X-Forwarded-Proto"),
-        forwarded_host=request.headers.get("X-Forwarded-Host"))
-    if not signature.verify(sig.signing_keys, url, request.headers,
-                            body=body, form_pairs=form_pairs):
-        raise Rejected(403, "unauthorized", "missing or invalid request signature")
-
-
-async def read_fields(request: web.Request, config: Config) -> dict[str, str]:
-    """Verified, decoded fields of one callback request (body, or query in GET mode)."""
-    limits = config.limits
-    if request.method == "GET":
-        body = b""
-        pairs = decode_query(request.rel_url.raw_query_string, max_fields=limits.max_fields)
-        form_pairs = None
-    else:
-        body = await read_body(request, limits)
-        raw_type = request.headers.get("Content-Type", "")
-        # The usual callback's header is exactly FORM: nothing to parse (request.content_type
-        # costs more than the comparison).
-        content_type = ("" if not (body or request.content_length)
-                        else FORM if raw_type == FORM else request.content_type)
-        pairs = decode_pairs(content_type, body, max_fields=limits.max_fields,
-                             raw_content_type=raw_type)
-        form_pairs = pairs if content_type in (FORM, "") else None
-    check_signature(request, config, body, form_pairs)
-    return collect_fields(pairs, max_fields=limits.max_fields,
-                          max_field_length=limits.max_field_length)
-
-
 # --- handlers ----------------------------------------------------------------------------
 
-def rejection(exporter: Exporter, endpoint: str, exc: Rejected) -> web.Response:
-    exporter.metrics.callback(endpoint, exc.outcome)
+def error_response(exc: Rejected, **headers: str) -> web.Response:
+    """The one answer to every refusal: its 4xx and ``{"error": message}``."""
+    return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
+
+
+def log_rejected(what: str, exc: Rejected, **fields: str) -> None:
+    """A missing or wrong credential is a warning (a probe, or a wrong key); the rest is routine."""
     level = logging.WARNING if exc.outcome == "unauthorized" else logging.INFO
-    log.log(level, "callback rejected", extra={"fields": {
-        "endpoint": endpoint, "outcome": exc.outcome, "status": exc.status,
-        "reason": exc.message}})
-    return web.json_response({"error": exc.message}, status=exc.status)
+    log.log(level, f"{what} rejected", extra={"fields": {
+        **fields, "outcome": exc.outcome, "status": exc.status, "reason": exc.message}})
 
 
-# One processor per kind of callback: fields → typed event → tracker → metrics.
-# It returns the outcome to count; a Rejected it raises becomes a 4xx.
-Processor = Callable[[Exporter, dict[str, str], str], Outcome]
-
-
-def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
-    event = parse_call_event(fields, endpoint)
-    now = asyncio.get_running_loop().time()
-    decision, departed = exporter.tracker.track(event, now)
-    if departed:
-        exporter.metrics.record_departed(departed)
-    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
-    if not decision.duplicate:
-        exporter.metrics.record_call(event, decision)
-        if decision.final_status is not None:
-            exporter.failed_calls.add(event, decision.final_status, decision.direction, now)
-    if event_log.isEnabledFor(exporter.event_level):
-        event_log.log(exporter.event_level, "call status", extra={"fields": {
-            "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
-            "status": event.status, "direction": decision.direction,
-            "sequence": event.sequence_number, "late": decision.late,
-            "final": decision.final_status,
-            "timestamp": event.timestamp.isoformat() if event.timestamp else None}})
-    return outcome
-
-
-def callback_handler(endpoint: str, process: Processor) -> Handler:
+def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
     """The one request path every callback endpoint shares: method, verify, process."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -189,55 +81,13 @@ def callback_handler(endpoint: str, process: Processor) -> Handler:
             fields = await read_fields(request, exporter.config)
             outcome = process(exporter, fields, endpoint)
         except Rejected as exc:
-            return rejection(exporter, endpoint, exc)
+            exporter.metrics.callback(endpoint, exc.outcome)
+            log_rejected("callback", exc, endpoint=endpoint)
+            return error_response(exc)
         exporter.metrics.callback(endpoint, outcome)
         return web.Response(status=200)
 
     return handle
-
-
-# Endpoint → its item kind's lifecycle and parser (the kind is also a label value).
-LIFECYCLES: dict[str, Lifecycle] = {
-    "messaging": Lifecycle("message", MESSAGE_STATUSES, FINAL_MESSAGE_STATUSES,
-                           start=MESSAGE_SENDING_STATUSES, end="delivered"),
-    "recording": Lifecycle("recording", RECORDING_STATUSES, FINAL_RECORDING_STATUSES),
-    "transcription": Lifecycle("transcription", TRANSCRIPTION_STATUSES,
-                               FINAL_TRANSCRIPTION_STATUSES),
-}
-ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
-    "messaging": parse_message_event,
-    "recording": parse_recording_event,
-    "transcription": parse_transcription_event,
-}
-
-
-def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
-    """Messages, recordings and transcriptions: one path, one tracker per kind."""
-    event = ITEM_PARSERS[endpoint](fields)
-    tracker = exporter.items[endpoint]
-    kind = tracker.lifecycle.kind
-    decision, departed = tracker.track(event.sid, event.status,
-                                       asyncio.get_running_loop().time(), wants(event))
-    if departed:
-        exporter.item_metrics.record_departed(kind, departed)
-    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
-    if not decision.duplicate:
-        exporter.item_metrics.record(event, decision)
-        if decision.late:
-            exporter.metrics.late_events.labels(endpoint).inc()
-    if event_log.isEnabledFor(exporter.event_level):
-        event_log.log(exporter.event_level, f"{kind} status", extra={"fields": {
-            "endpoint": endpoint, "outcome": outcome, f"{kind}_sid": event.sid,
-            "status": event.status, "late": decision.late, "final": decision.final_status,
-            **event.log_fields()}})
-    return outcome
-
-
-PROCESSORS: dict[str, Processor] = {
-    "voice": process_call,
-    "inbound": process_call,
-    **dict.fromkeys(LIFECYCLES, process_item),
-}
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -247,10 +97,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
     return response
-
-
-def json_rejection(exc: Rejected, **headers: str) -> web.Response:
-    return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
 
 
 async def alerts_sms(request: web.Request) -> web.Response:
@@ -272,12 +118,9 @@ async def alerts_sms(request: web.Request) -> web.Response:
             request.content_type if body else "", body)
     except Rejected as exc:
         relay.metrics.notification(exc.outcome)
-        log.log(logging.WARNING if exc.status == 401 else logging.INFO,
-                "alert notification rejected", extra={"fields": {
-                    "outcome": exc.outcome, "status": exc.status, "reason": exc.message}})
-        if exc.status == 401:
-            return json_rejection(exc, **{"WWW-Authenticate": 'Bearer realm="alerts"'})
-        return json_rejection(exc)
+        log_rejected("alert notification", exc)
+        challenge = {"WWW-Authenticate": 'Bearer realm="alerts"'} if exc.status == 401 else {}
+        return error_response(exc, **challenge)
     status, document = await relay.deliver(notification)
     return web.json_response(document, status=status)
 
@@ -290,7 +133,7 @@ async def failed_calls_report(request: web.Request) -> web.Response:
         query = reports.parse_query(request.query, config)
     except Rejected as exc:
         exporter.report_metrics.request(exc.outcome)
-        return json_rejection(exc)
+        return error_response(exc)
     exporter.report_metrics.request("ok")
     rows = exporter.failed_calls.rows(asyncio.get_running_loop().time(), mask=query.mask)
     if query.format == "json":
@@ -327,10 +170,7 @@ async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(exporter.config.tracking.sweep_interval_seconds)
-            now = loop.time()
-            exporter.metrics.record_departed(exporter.tracker.expire(now))
-            for items in exporter.items.values():
-                exporter.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
+            callbacks.expire(exporter, loop.time())
 
     task = asyncio.create_task(sweep())
     yield
@@ -358,7 +198,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     tracking = config.tracking
     tracker = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
     items = {endpoint: StatusTracker(lifecycle, tracking.max_items, tracking.item_ttl_seconds)
-             for endpoint, lifecycle in LIFECYCLES.items()}
+             for endpoint, lifecycle in callbacks.LIFECYCLES.items()}
     failed_calls = reports.FailedCallReport(config.reports.failed_calls)
     relay_metrics = RelayMetrics(registry)
     relay = (sms.SmsRelay(config.sms, relay_metrics, config.limits.read_timeout_seconds)
@@ -380,7 +220,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     app.router.add_get("/", index)
     app.router.add_get("/metrics", protected(metrics_handler))
     app.router.add_get("/healthz", healthz)
-    for endpoint, process in PROCESSORS.items():
+    for endpoint, process in callbacks.PROCESSORS.items():
         app.router.add_route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
     app.router.add_route("*", "/alerts/sms", alerts_sms)
     app.router.add_get("/reports/failed-calls", protected(failed_calls_report))

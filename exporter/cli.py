@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -100,7 +101,8 @@ def check_config(path: str | None) -> int:
     config = load_or_report(path)
     if config is None:
         return 1
-    source = path or "built-in defaults"
+    # Name the file the env var chose too: in a container that is the usual way in.
+    source = path or os.environ.get(ENV_CONFIG_PATH) or "built-in defaults"
     keys = len(config.signature.signing_keys)
     print(f"{source}: OK (listen {config.listen}, {keys} signing key(s))")
     return 0

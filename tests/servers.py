@@ -67,14 +67,29 @@ class Service:
         self._log.close()
 
 
-class Prometheus(Service):
+class _PrometheusProject(Service):
+    """A Prometheus-project server: its YAML config and storage in ``workdir``, a loopback port."""
+
+    def __init__(self, name: str, binary: str, config: dict[str, Any], storage_flag: str,
+                 workdir: Path, *extra_args: str) -> None:
+        port = free_port()
+        config_path = workdir / f"{name}.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        super().__init__(name, [
+            binary, f"--config.file={config_path}",
+            f"{storage_flag}={workdir / f'{name}-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *extra_args,
+        ], f"http://127.0.0.1:{port}", "/-/ready", workdir)
+
+
+class Prometheus(_PrometheusProject):
     """Prometheus scraping ``targets`` every second and evaluating ``rule_files`` every second."""
 
     def __init__(self, workdir: Path, targets: Sequence[str], rule_files: Sequence[Path] = (),
                  alertmanager: str | None = None, job: str = "signalwire-exporter") -> None:
         require_tool("promtool")
         binary = require_tool("prometheus")
-        port = free_port()
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(path) for path in rule_files],
@@ -83,13 +98,7 @@ class Prometheus(Service):
         if alertmanager:
             config["alerting"] = {"alertmanagers": [{"static_configs": [
                 {"targets": [alertmanager.removeprefix("http://")]}]}]}
-        config_path = workdir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        super().__init__("prometheus", [
-            binary, f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ], f"http://127.0.0.1:{port}", "/-/ready", workdir)
+        super().__init__("prometheus", binary, config, "--storage.tsdb.path", workdir)
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
         params = {"query": expr}
@@ -116,17 +125,9 @@ class Prometheus(Service):
         self.wait_for(f'up{{job="{job}"}} == 1', bool, timeout)
 
 
-class Alertmanager(Service):
+class Alertmanager(_PrometheusProject):
     """Alertmanager with ``config`` (a dict), clustering off, on a loopback port."""
 
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
-        binary = require_tool("prometheus-alertmanager")
-        port = free_port()
-        config_path = workdir / "alertmanager.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        super().__init__("alertmanager", [
-            binary, f"--config.file={config_path}",
-            f"--storage.path={workdir / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ], f"http://127.0.0.1:{port}", "/-/ready", workdir)
+        super().__init__("alertmanager", require_tool("prometheus-alertmanager"), config,
+                         "--storage.path", workdir, "--cluster.listen-address=")

@@ -13,9 +13,9 @@ from exporter import __version__
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT)
+                          text=True, timeout=30, cwd=ROOT, env=env)
 
 
 def test_version() -> None:
@@ -40,6 +40,21 @@ def test_check_config_prints_each_error(tmp_path: Path) -> None:
     assert len(lines) == 3
     assert any("listen:" in line for line in lines)
     assert any("limits.max_body_bytes:" in line for line in lines)
+
+
+def test_check_config_names_the_file_from_the_environment(tmp_path: Path) -> None:
+    # `docker run IMAGE check-config` finds the mounted file through the env var only.
+    import os
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: nowhere\n")
+    result = cli("check-config", env={**os.environ, "SIGNALWIRE_EXPORTER_CONFIG": str(bad)})
+    assert result.returncode == 1
+    assert "listen:" in result.stderr
+    example = str(ROOT / "config.example.yaml")
+    result = cli("check-config", env={**os.environ, "SIGNALWIRE_EXPORTER_CONFIG": example})
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{ROOT / 'config.example.yaml'}: OK")
 
 
 def test_bad_flag_value_is_a_usage_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -20,7 +21,10 @@ from exporter.payloads import (
     normalize_direction,
     normalize_status,
     parse_call_event,
+    parse_message_event,
+    parse_recording_event,
     parse_timestamp,
+    parse_transcription_event,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -335,3 +339,51 @@ def test_recording_and_transcription_events() -> None:
     with pytest.raises(Rejected, match="RecordingDuration"):
         parse_recording_event({"RecordingSid": "r", "RecordingStatus": "completed",
                                "RecordingDuration": "1.5h"})
+
+
+# --- found by QA: values too large for the metrics -----------------------------------------
+# A 400-digit integer fits the default field-length limit and int(), but not a float: the
+# metrics (histogram sums, counters) then raise OverflowError after part of the event was
+# recorded, and the request gets a 500. Counts and durations need an upper bound here.
+
+HUGE = "9" * 400
+
+
+@pytest.mark.xfail(strict=True, reason="payloads._int has no upper bound: a 400-digit "
+                                       "count reaches the metrics and overflows a float")
+@pytest.mark.parametrize("field", ["CallDuration", "AudioInMediaPacketCount",
+                                   "AudioInSkipPacketCount", "AudioInFlushPacketCount"])
+def test_integer_too_large_for_a_metric_is_refused_by_name(field: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_call_event({"CallSid": "c", "CallStatus": "completed", "AudioInMos": "4",
+                          field: HUGE}, "voice")
+    assert caught.value.status == 400
+    assert field in caught.value.message
+
+
+@pytest.mark.xfail(strict=True, reason="json.loads raises a plain ValueError (not "
+                                       "JSONDecodeError) for numbers over 4300 digits")
+def test_json_number_past_the_int_digit_limit_is_invalid() -> None:
+    body = b'{"CallSid": "c", "CallStatus": "completed", "SequenceNumber": ' + b"9" * 5000 + b"}"
+    with pytest.raises(Rejected) as caught:
+        decode_pairs("application/json", body, max_fields=200)
+    assert caught.value.status == 400
+
+
+@pytest.mark.xfail(strict=True, reason="sids may be as long as limits.max_field_length "
+                                       "(4096): 100,000 tracked calls then hold ~420 MB of "
+                                       "keys, ~1.7 GB with the three item trackers")
+@pytest.mark.parametrize(("parse", "sid_field", "status_field"), [
+    (lambda f: parse_call_event(f, "voice"), "CallSid", "CallStatus"),
+    (lambda f: parse_message_event(f), "MessageSid", "MessageStatus"),
+    (lambda f: parse_recording_event(f), "RecordingSid", "RecordingStatus"),
+    (lambda f: parse_transcription_event(f), "TranscriptionSid", "TranscriptionStatus"),
+], ids=["call", "message", "recording", "transcription"])
+def test_sid_far_longer_than_any_provider_id_is_refused_by_name(
+        parse: Any, sid_field: str, status_field: str) -> None:
+    # Provider ids are 36-character UUIDs (Twilio's 34); a sid is a tracker key held for
+    # hours, so its length bounds the trackers' memory.
+    with pytest.raises(Rejected) as caught:
+        parse({sid_field: "x" * 4000, status_field: "completed"})
+    assert caught.value.status == 400
+    assert sid_field in caught.value.message

@@ -28,7 +28,7 @@ IDS = [v["name"] for v in VECTORS["vectors"]]
 
 
 def form_pairs(vector: dict[str, Any]) -> list[tuple[str, str]] | None:
-    """What app.read_fields hands ``verify``: decoded pairs for a form body only."""
+    """What verify.read_fields hands ``signature.verify``: decoded pairs for a form body only."""
     if vector["method"] == "GET" or vector["content_type"] != FORM:
         return None
     return parse_qsl(vector["body"], keep_blank_values=True)

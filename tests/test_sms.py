@@ -247,6 +247,9 @@ async def test_callers_without_the_token_get_401(exporter_client: ClientFactory,
     (b'{"version": "4", "status": "firing", "alerts": []}', "application/json", 400,
      "invalid"),
     (b"", "application/json", 400, "invalid"),
+    # json.loads raises a plain ValueError past 4300 digits: once a 500
+    pytest.param(b'{"version": "4", "truncatedAlerts": ' + b"9" * 5000 + b"}",
+                 "application/json", 400, "invalid", id="json-number-over-4300-digits"),
     (b"status=firing", "application/x-www-form-urlencoded", 415, "unsupported"),
 ])
 async def test_bad_payloads_get_a_json_4xx(exporter_client: ClientFactory,

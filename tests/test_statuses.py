@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.app import LIFECYCLES
+from exporter.callbacks import LIFECYCLES
 from exporter.statuses import StatusTracker
 
 MESSAGES = LIFECYCLES["messaging"]

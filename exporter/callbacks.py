@@ -1,0 +1,113 @@
+"""One processor per kind of callback: verified fields → typed event → tracker → metrics.
+
+parse (``payloads``) → track (``calls``, ``statuses``) → record (``metrics``), and the
+event log line. A processor returns the outcome the request is counted under; a
+``Rejected`` it raises (a bad field) becomes the request's 4xx in ``app``. Calls have
+their own tracker (they carry a SequenceNumber); messages, recordings and
+transcriptions share one path, each kind with its own ``Lifecycle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import Outcome
+from .logs import EVENT_LOGGER
+from .metrics import ItemEvent, wants
+from .payloads import (
+    FINAL_MESSAGE_STATUSES,
+    FINAL_RECORDING_STATUSES,
+    FINAL_TRANSCRIPTION_STATUSES,
+    MESSAGE_SENDING_STATUSES,
+    MESSAGE_STATUSES,
+    RECORDING_STATUSES,
+    TRANSCRIPTION_STATUSES,
+    parse_call_event,
+    parse_message_event,
+    parse_recording_event,
+    parse_transcription_event,
+)
+from .statuses import Lifecycle
+
+if TYPE_CHECKING:  # app imports this module to route to the processors
+    from .app import Exporter
+
+event_log = logging.getLogger(EVENT_LOGGER)
+
+Processor = Callable[["Exporter", dict[str, str], str], Outcome]
+
+
+def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+    event = parse_call_event(fields, endpoint)
+    now = asyncio.get_running_loop().time()
+    decision, departed = exporter.tracker.track(event, now)
+    if departed:
+        exporter.metrics.record_departed(departed)
+    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
+    if not decision.duplicate:
+        exporter.metrics.record_call(event, decision)
+        if decision.final_status is not None:
+            exporter.failed_calls.add(event, decision.final_status, decision.direction, now)
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, "call status", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
+            "status": event.status, "direction": decision.direction,
+            "sequence": event.sequence_number, "late": decision.late,
+            "final": decision.final_status,
+            "timestamp": event.timestamp.isoformat() if event.timestamp else None}})
+    return outcome
+
+
+# Endpoint → its item kind's lifecycle and parser (the kind is also a label value).
+LIFECYCLES: dict[str, Lifecycle] = {
+    "messaging": Lifecycle("message", MESSAGE_STATUSES, FINAL_MESSAGE_STATUSES,
+                           start=MESSAGE_SENDING_STATUSES, end="delivered"),
+    "recording": Lifecycle("recording", RECORDING_STATUSES, FINAL_RECORDING_STATUSES),
+    "transcription": Lifecycle("transcription", TRANSCRIPTION_STATUSES,
+                               FINAL_TRANSCRIPTION_STATUSES),
+}
+ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
+    "messaging": parse_message_event,
+    "recording": parse_recording_event,
+    "transcription": parse_transcription_event,
+}
+
+
+def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+    """Messages, recordings and transcriptions: one path, one tracker per kind."""
+    event = ITEM_PARSERS[endpoint](fields)
+    tracker = exporter.items[endpoint]
+    kind = tracker.lifecycle.kind
+    decision, departed = tracker.track(event.sid, event.status,
+                                       asyncio.get_running_loop().time(), wants(event))
+    if departed:
+        exporter.item_metrics.record_departed(kind, departed)
+    outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
+    if not decision.duplicate:
+        exporter.item_metrics.record(event, decision)
+        if decision.late:
+            exporter.metrics.late_events.labels(endpoint).inc()
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, f"{kind} status", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, f"{kind}_sid": event.sid,
+            "status": event.status, "late": decision.late, "final": decision.final_status,
+            **event.log_fields()}})
+    return outcome
+
+
+# Endpoint (/callbacks/<endpoint>, also the endpoint label value) → its processor.
+PROCESSORS: dict[str, Processor] = {
+    "voice": process_call,
+    "inbound": process_call,
+    **dict.fromkeys(LIFECYCLES, process_item),
+}
+
+
+def expire(exporter: Exporter, now: float) -> None:
+    """Drop calls and items past their TTL, counting those that left unfinished."""
+    exporter.metrics.record_departed(exporter.tracker.expire(now))
+    for items in exporter.items.values():
+        exporter.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
