@@ -83,7 +83,8 @@ def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
         except Rejected as exc:
             exporter.metrics.callback(endpoint, exc.outcome)
             log_rejected("callback", exc, endpoint=endpoint)
-            return error_response(exc)
+            # RFC 9110: a 405 names the methods that are allowed
+            return error_response(exc, **({"Allow": "GET, POST"} if exc.status == 405 else {}))
         exporter.metrics.callback(endpoint, outcome)
         return web.Response(status=200)
 

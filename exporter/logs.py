@@ -59,13 +59,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str, ensure_ascii=False)
 
 
-_NEEDS_QUOTES = re.compile(r'[\s"=]')
+_NEEDS_QUOTES = re.compile(r'[\s"=\x00-\x1f\x7f-\x9f]')
+_C1 = re.compile(r"[\x7f-\x9f]")  # json.dumps escapes C0 controls itself, not these
 
 
 def _quote(value: Any) -> str:
     text = str(value)
     if not text or _NEEDS_QUOTES.search(text):
-        return json.dumps(text, ensure_ascii=False)
+        return _C1.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(text, ensure_ascii=False))
     return text
 
 
@@ -112,6 +113,22 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
 
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs each malformed request at error level with a traceback; any client
+    can send those, so they become one info line naming the problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused", ()
+            record.fields = {"status": error.code, "reason": error.message[:80]}
+        return True
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -126,6 +143,8 @@ def setup_logging(level: str, fmt: str) -> None:
     logging._srcfile = None
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [_BadRequestFilter()]
 
 
 def level_number(name: str) -> int:

@@ -141,7 +141,7 @@ _ASCII_ESCAPES = {f"{high}{low}": chr(int(high + low, 16))
 def _json_pairs(body: bytes, max_fields: int) -> list[tuple[str, str]]:
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, >4300-digit numbers
         raise invalid("body is not valid JSON") from None
     if not isinstance(document, dict):
         raise invalid("JSON body must be an object of callback fields")
@@ -189,10 +189,13 @@ def _multipart_pairs(body: bytes, raw_content_type: str,
 
 # --- value converters ----------------------------------------------------------------
 
+_MAX_INT = 2**53  # past this a float, which every metric value is, no longer holds a count
+
+
 def _int(text: str) -> int:
     value = int(text.strip())
-    if value < 0:
-        raise ValueError("negative")
+    if not 0 <= value <= _MAX_INT:
+        raise ValueError("negative or too large")
     return value
 
 
@@ -372,12 +375,23 @@ def required(fields: Mapping[str, str], name: str) -> str:
     return value
 
 
+MAX_SID_LENGTH = 256  # provider ids are 36-character UUIDs; a sid is a tracker key held for hours
+
+
+def required_sid(fields: Mapping[str, str], name: str) -> str:
+    """A required id field, short enough to be held as a tracker key for hours."""
+    value = required(fields, name)
+    if len(value) > MAX_SID_LENGTH:
+        raise invalid(f"field {name} is longer than {MAX_SID_LENGTH} characters")
+    return value
+
+
 def parse_call_event(fields: Mapping[str, str], endpoint: str) -> CallEvent:
     """Typed event from decoded fields; ``endpoint`` is ``voice`` or ``inbound``.
 
     Inbound-number callbacks carry no Direction: they are inbound by definition.
     """
-    call_sid = required(fields, "CallSid")
+    call_sid = required_sid(fields, "CallSid")
     raw_status = required(fields, "CallStatus")
     direction = "inbound" if endpoint == "inbound" else normalize_direction(fields.get("Direction"))
     event = CallEvent(call_sid=call_sid, status=normalize_status(raw_status),
@@ -541,7 +555,7 @@ class TranscriptionEvent(ItemStatus):
 
 def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
     """Typed SMS/MMS status; MessageSid and MessageStatus are required."""
-    sid = required(fields, "MessageSid")
+    sid = required_sid(fields, "MessageSid")
     raw_status = required(fields, "MessageStatus")
     return MessageEvent(
         sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
@@ -556,7 +570,7 @@ def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
 
 def parse_recording_event(fields: Mapping[str, str]) -> RecordingEvent:
     """Typed recording status; RecordingSid and RecordingStatus are required."""
-    sid = required(fields, "RecordingSid")
+    sid = required_sid(fields, "RecordingSid")
     raw_status = required(fields, "RecordingStatus")
     return RecordingEvent(
         sid=sid, status=normalize(raw_status, RECORDING_STATUSES),
@@ -572,7 +586,7 @@ def parse_transcription_event(fields: Mapping[str, str]) -> TranscriptionEvent:
 
     An empty ``TranscriptionText`` is a length of 0 (silence), not a missing one.
     """
-    sid = required(fields, "TranscriptionSid")
+    sid = required_sid(fields, "TranscriptionSid")
     raw_status = required(fields, "TranscriptionStatus")
     text = fields.get("TranscriptionText")
     return TranscriptionEvent(

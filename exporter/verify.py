@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from . import signature
 from .config import Config, LimitsConfig
@@ -30,6 +31,13 @@ async def read_body(request: web.Request, limits: LimitsConfig) -> bytes:
     """
     if request.content_length is not None and request.content_length > limits.max_body_bytes:
         raise _too_large(limits)
+    try:
+        return await _read_body(request, limits)
+    except RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+        raise Rejected(400, "invalid", "body does not decode as its Content-Encoding") from None
+
+
+async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
     if request.content.is_eof():
         # The usual callback: the whole body came with the headers, so there is nothing
         # to wait for and no timeout to arm (that costs more than the read itself).
