@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 EVENT_LOGGER = "exporter.events"
 
 
@@ -118,8 +120,6 @@ class _BadRequestFilter(logging.Filter):
     can send those, so they become one info line naming the problem."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
             record.exc_info = record.exc_text = None
