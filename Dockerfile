@@ -24,7 +24,11 @@ RUN useradd --system --uid "${UID}" --user-group --no-create-home --shell /usr/s
 COPY --from=build /opt/signalwire-exporter /opt/signalwire-exporter
 # The example config runs on the defaults; mount your own file over it (read-only is fine).
 COPY config.example.yaml /etc/signalwire-exporter/config.yaml
+# MALLOC_MMAP_THRESHOLD_: a fixed glibc mmap threshold lets the call tracker's large dict
+# resizes go back to the OS; at the tracker's cap it measured 170 instead of 275 bytes per
+# tracked call (bench/README.md, memory phase).
 ENV PATH=/opt/signalwire-exporter/bin:$PATH \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SIGNALWIRE_EXPORTER_CONFIG=/etc/signalwire-exporter/config.yaml
