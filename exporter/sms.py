@@ -21,7 +21,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import aiohttp
 from .config import LimitsConfig, SmsConfig
 from .errors import Rejected, invalid
 from .metrics import RelayMetrics
+from .payloads import decode_json
 from .reports import mask_number
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,7 @@ def format_sms(notification: Notification, max_length: int) -> str:
 def decode_notification(content_type: str, body: bytes) -> Notification:
     if content_type not in ("application/json", ""):
         raise Rejected(415, "unsupported", "send the Alertmanager webhook as application/json")
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, >4300-digit numbers
-        raise invalid("body is not valid JSON") from None
-    return parse_notification(document)
+    return parse_notification(decode_json(body))
 
 
 # --- text → SignalWire ---------------------------------------------------------------------
