@@ -78,6 +78,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(proc: Any, url: str, log: Callable[[], str], timeout: float, *,
+                     name: str, context: Any = None) -> None:
+    """Poll ``url`` until it answers 200; fail early, with the log, if ``proc`` exits."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} not ready after {timeout}s:\n{log()}")
+
+
 class ExporterProcess:
     """The exporter as users run it: ``python -m exporter`` in its own process."""
 
@@ -102,21 +121,8 @@ class ExporterProcess:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        import time
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited: {self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1,
-                                            context=self.ssl_context) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"exporter not ready: {self.log()}")
+        wait_until_ready(self.proc, f"{self.url}/healthz", self.log, timeout,
+                         name="exporter", context=self.ssl_context)
 
     def log(self) -> str:
         if not self._log.closed:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .conftest import free_port, require_tool
+from .conftest import free_port, require_tool, wait_until_ready
 
 
 class Service:
@@ -31,20 +31,7 @@ class Service:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=workdir)
-        self._wait(ready_path)
-
-    def _wait(self, path: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
+        wait_until_ready(self.proc, url + ready_path, self.log, 30.0, name=name)
 
     def get_json(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
