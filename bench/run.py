@@ -1,9 +1,11 @@
 """The benchmark, in one command: ``python3 bench/run.py`` (``--smoke`` for a quick pass).
 
 Phases (see bench/README.md for what each figure means and the latest results):
-1. throughput: the exporter (signatures on) and a bare aiohttp app, each pinned to one
-   core and loaded in turn by wrk on the other core, alternating; then the exporter at a
-   fixed 2,000 requests/s from an open-loop client for its p99 latency;
+1. throughput: the exporter (signatures on), a bare aiohttp app (the ceiling) and the
+   floor (bench/floor.py: decode, signature and one counter, the least a Python handler
+   must do), each pinned to one core and loaded in turn by wrk on the other core,
+   alternating; then the exporter at a fixed 2,000 requests/s from an open-loop client
+   for its p99 latency;
 2. the seed example's way (Flask + pandas) after 10,000 calls, loaded the same way;
 3. resident memory of the call tracker over one million calls, uncapped and at its cap;
 4. time to render /metrics with every status x direction series and histogram populated;
@@ -200,10 +202,13 @@ def phase_throughput(s: Settings, workdir: Path, before: Path | None,
     servers = [exporter]
     if before is not None:
         servers.append(start_exporter(workdir, "before", before))
-    bare_port = free_port()
-    bare = Server("bare", [sys.executable, str(BENCH / "bare.py"), str(bare_port)],
-                  bare_port, workdir)
-    servers.append(bare)
+    reference = {}  # the floor and the ceiling: not exporters, no /metrics to read
+    for name in ("floor", "bare"):
+        port = free_port()
+        reference[name] = Server(name, [sys.executable, str(BENCH / f"{name}.py"), str(port)],
+                                 port, workdir)
+        servers.append(reference[name])
+    bare = reference["bare"]
     try:
         rounds: list[dict[str, Any]] = []
         # Warm-up (not reported): first requests pay for imports and caches. Every
@@ -212,7 +217,7 @@ def phase_throughput(s: Settings, workdir: Path, before: Path | None,
         for server in servers:
             wrk(server, write_bodies(workdir / "warm.txt", server.url, 2000, seed=1000), 1,
                 s.connections)
-            if server is not bare:
+            if server.name not in reference:
                 warm_outcomes[server.name] = callback_outcomes(server)
         for r in range(s.rounds):
             for server in servers:
@@ -226,7 +231,7 @@ def phase_throughput(s: Settings, workdir: Path, before: Path | None,
         outcomes = {server.name: {k: v - warm_outcomes[server.name].get(k, 0)
                                   for k, v in callback_outcomes(server).items()
                                   if v - warm_outcomes[server.name].get(k, 0)}
-                    for server in servers if server is not bare}
+                    for server in servers if server.name not in reference}
         fixed_bodies = write_bodies(workdir / "fixed.txt", exporter.url,
                                     int(s.fixed_rate * s.fixed_seconds), seed=500)
         # The bare app at the same rate: latency the machine itself adds (scheduling,
@@ -245,9 +250,13 @@ def phase_throughput(s: Settings, workdir: Path, before: Path | None,
     cpu = {server.name: statistics.mean(r["cpu_us_per_request"] for r in rounds
                                         if r["server"] == server.name) for server in servers}
     result = {"rounds": rounds, "exporter_rps": rps["exporter"], "bare_rps": rps["bare"],
+              "floor_rps": rps["floor"],
               "ratio_exporter_bare": rps["exporter"] / rps["bare"],
+              "ratio_floor_bare": rps["floor"] / rps["bare"],
+              "ratio_exporter_floor": rps["exporter"] / rps["floor"],
               "exporter_cpu_us_per_request": cpu["exporter"],
               "bare_cpu_us_per_request": cpu["bare"],
+              "floor_cpu_us_per_request": cpu["floor"],
               "ratio_cpu_bare_exporter": cpu["bare"] / cpu["exporter"],
               "callback_outcomes": outcomes, "fixed_rate": fixed,
               "fixed_rate_bare": fixed_bare}
@@ -385,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         results["throughput"] = phase_throughput(s, workdir, args.before, log)
         t = results["throughput"]
         log(f"  exporter/bare = {t['ratio_exporter_bare']:.2f} in requests/s, "
-            f"{t['ratio_cpu_bare_exporter']:.2f} in CPU per request (bare/exporter)")
+            f"{t['ratio_cpu_bare_exporter']:.2f} in CPU per request (bare/exporter); "
+            f"floor/bare = {t['ratio_floor_bare']:.2f}, "
+            f"exporter/floor = {t['ratio_exporter_floor']:.2f}")
         if args.before:
             log(f"  exporter/before = {t['ratio_exporter_before']:.2f} in requests/s, "
                 f"{t['ratio_cpu_before_exporter']:.2f} in CPU per request (before/exporter)")

@@ -14,8 +14,10 @@ from pathlib import Path
 from .conftest import ROOT, require_tool
 
 FIGURES = {
-    "throughput": ["exporter_rps", "bare_rps", "ratio_exporter_bare",
-                   "exporter_cpu_us_per_request", "bare_cpu_us_per_request"],
+    "throughput": ["exporter_rps", "bare_rps", "floor_rps", "ratio_exporter_bare",
+                   "ratio_floor_bare", "ratio_exporter_floor",
+                   "exporter_cpu_us_per_request", "bare_cpu_us_per_request",
+                   "floor_cpu_us_per_request"],
     "seed_baseline": ["rps", "p50_ms", "p99_ms", "ratio_exporter_seed"],
     "render": ["series", "text_median_ms", "openmetrics_median_ms"],
     "stages": ["decode_form", "verify_signature", "parse_call_event", "track", "record_call",
