@@ -10,11 +10,17 @@ only looks a child up in a dict instead of calling ``.labels()``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .calls import Decision, Departed
@@ -55,6 +61,79 @@ _JITTER_UNIT = 0.001  # AudioInJitter*Variance arrive in milliseconds (reference
 _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 
+# --- per-event series as plain numbers ------------------------------------------------------
+# prometheus-client locks and walks the buckets in Python on every update: about 1 us per
+# observation, and a completed call makes a dozen. The per-event call series are plain
+# floats instead, read by one collector at scrape time. No lock is needed: only the event
+# loop's thread updates them, and a scrape renders them in that same thread.
+
+Labels = tuple[str, ...]
+
+
+class PlainCounter:
+    """A labelled counter: one float per label set."""
+
+    __slots__ = ("documentation", "labelnames", "name", "values")
+
+    def __init__(self, name: str, documentation: str, labelnames: Labels,
+                 series: Iterable[Labels] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.values: dict[Labels, float] = dict.fromkeys(series, 0.0)
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0.0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in self.values.items():
+            family.add_metric(labels, value)
+        return family
+
+
+class PlainHistogram:
+    """A histogram per label set: one count per bucket, then the sum, in one list."""
+
+    __slots__ = ("_le", "bounds", "documentation", "labelnames", "name", "series")
+
+    def __init__(self, name: str, documentation: str, labelnames: Labels,
+                 bounds: Iterable[float], series: Iterable[Labels]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        bounds = tuple(float(b) for b in bounds)
+        self.bounds = bounds if bounds and bounds[-1] == math.inf else (*bounds, math.inf)
+        self._le = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self.series: dict[Labels, list[float]] = {
+            labels: [0.0] * (len(self.bounds) + 1) for labels in series}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        """Count ``value`` in the first bucket whose bound is >= it (Prometheus' ``le``)."""
+        counts = self.series[labels]
+        counts[bisect_left(self.bounds, value)] += 1
+        counts[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, counts in self.series.items():
+            family.add_metric(labels, list(zip(self._le, itertools.accumulate(counts[:-1]),
+                                               strict=True)), counts[-1])
+        return family
+
+
+class PlainSeries(Collector):
+    """The collector that renders plain series; register it once they all exist."""
+
+    def __init__(self, series: Iterable[PlainCounter | PlainHistogram]) -> None:
+        self.series = tuple(series)
+
+    def collect(self) -> Iterator[Metric]:
+        for series in self.series:
+            yield series.family()
+
+    def describe(self) -> Iterator[Metric]:
+        """The names, so that the registry refuses another metric of the same name."""
+        return self.collect()
+
+
 def sip_labels(code: int) -> tuple[str, str]:
     """(code, class) label values for a SIP response code, both from a fixed set."""
     return (str(code) if code in SIP_CODES else "other"), f"{code // 100}xx"
@@ -68,17 +147,19 @@ class ExporterMetrics:
         def counter(name: str, doc: str, labels: Iterable[str]) -> Counter:
             return Counter(name, doc, list(labels), registry=registry)
 
-        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, ["direction"], buckets=bounds, registry=registry)
+        by_direction = [(d,) for d in DIRECTIONS]
 
-        self.status_events = counter(
+        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> PlainHistogram:
+            return PlainHistogram(name, doc, ("direction",), bounds, by_direction)
+
+        self.status_events = PlainCounter(
             "signalwire_call_status_events_total",
             "Call status changes received; each (CallSid, SequenceNumber, status) once.",
-            ("status", "direction"))
-        self.calls = counter(
+            ("status", "direction"), itertools.product(CALL_STATUSES, DIRECTIONS))
+        self.calls = PlainCounter(
             "signalwire_calls_total",
             "Calls that reached a final status, counted once per call.",
-            ("status", "direction"))
+            ("status", "direction"), itertools.product(sorted(FINAL_CALL_STATUSES), DIRECTIONS))
         self.in_progress = Gauge(
             "signalwire_calls_in_progress", "Calls answered and not yet final.",
             ["direction"], registry=registry)
@@ -101,7 +182,7 @@ class ExporterMetrics:
             "signalwire_call_packet_loss_ratio",
             "Inbound audio packet loss per call: skipped / (received + skipped).",
             buckets.packet_loss_ratio)
-        self.audio_packets = counter(
+        self.audio_packets = PlainCounter(
             "signalwire_call_audio_in_packets_total",
             "Inbound audio packets of calls that report quality, by result "
             "(received, lost = skipped, discarded = flushed from the jitter buffer).",
@@ -114,10 +195,14 @@ class ExporterMetrics:
             "signalwire_call_time_to_answer_seconds",
             "Ringing to answered (in-progress), from the events' Timestamps (1 s resolution).",
             buckets.time_to_answer_seconds)
-        self.sip_responses = counter(
+        self.sip_responses = PlainCounter(
             "signalwire_call_sip_responses_total",
             "SIP final response to the INVITE, once per call; uncommon codes as code=\"other\".",
             ("direction", "code", "class"))
+        registry.register(PlainSeries((
+            self.status_events, self.calls, self.duration, self.mos, self.jitter_max,
+            self.jitter_min, self.packet_loss, self.audio_packets, self.post_dial_delay,
+            self.time_to_answer, self.sip_responses)))
         self.expired = counter(
             "signalwire_calls_expired_total",
             "Calls dropped from tracking without a final status "
@@ -146,17 +231,10 @@ class ExporterMetrics:
         info.labels(__version__).set(1)
 
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
-        self._status_events = {(s, d): self.status_events.labels(s, d)
-                               for s in CALL_STATUSES for d in DIRECTIONS}
-        self._calls = {(s, d): self.calls.labels(s, d)
-                       for s in sorted(FINAL_CALL_STATUSES) for d in DIRECTIONS}
         self._in_progress = {d: self.in_progress.labels(d) for d in DIRECTIONS}
         self._callbacks: dict[tuple[str, str], Counter] = {
             (e, o): self.callbacks.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
         for direction in DIRECTIONS:
-            for hist in (self.duration, self.mos, self.jitter_max, self.jitter_min,
-                         self.packet_loss, self.post_dial_delay, self.time_to_answer):
-                hist.labels(direction)
             for reason in ("ttl", "capacity"):
                 self.expired.labels(direction, reason)
         for endpoint in ENDPOINTS:
@@ -181,43 +259,45 @@ class ExporterMetrics:
     def record_call(self, event: CallEvent, decision: Decision) -> None:
         """Record one non-duplicate call event."""
         direction = decision.direction
-        self._status_events[(event.status, direction)].inc()
+        by_direction = (direction,)
+        self.status_events.inc((event.status, direction))
         if event.timestamp_invalid:
             self._child(self.timestamp_errors, event.endpoint).inc()
         if decision.late:
             self._child(self.late_events, event.endpoint).inc()
         if decision.final_status is not None:
-            self._calls[(decision.final_status, direction)].inc()
+            self.calls.inc((decision.final_status, direction))
         if decision.in_progress_delta:
             self._in_progress[direction].inc(decision.in_progress_delta)
         if decision.observe_duration and event.call_duration is not None:
-            self._child(self.duration, direction).observe(event.call_duration)
+            self.duration.observe(by_direction, event.call_duration)
         if decision.observe_quality:
-            self._record_quality(event, direction)
+            self._record_quality(event, by_direction)
         if decision.observe_sip and event.sip_result_code is not None:
-            self._child(self.sip_responses, direction, *sip_labels(event.sip_result_code)).inc()
+            self.sip_responses.inc((direction, *sip_labels(event.sip_result_code)))
         if decision.post_dial_delay is not None:
-            self._child(self.post_dial_delay, direction).observe(decision.post_dial_delay)
+            self.post_dial_delay.observe(by_direction, decision.post_dial_delay)
         if decision.time_to_answer is not None:
-            self._child(self.time_to_answer, direction).observe(decision.time_to_answer)
+            self.time_to_answer.observe(by_direction, decision.time_to_answer)
 
-    def _record_quality(self, event: CallEvent, direction: str) -> None:
+    def _record_quality(self, event: CallEvent, by_direction: Labels) -> None:
         if event.audio_in_mos:
-            self._child(self.mos, direction).observe(event.audio_in_mos)
+            self.mos.observe(by_direction, event.audio_in_mos)
         if event.audio_in_jitter_max_variance is not None:
-            self._child(self.jitter_max, direction).observe(
-                event.audio_in_jitter_max_variance * _JITTER_UNIT)
+            self.jitter_max.observe(by_direction,
+                                    event.audio_in_jitter_max_variance * _JITTER_UNIT)
         if event.audio_in_jitter_min_variance is not None:
-            self._child(self.jitter_min, direction).observe(
-                event.audio_in_jitter_min_variance * _JITTER_UNIT)
+            self.jitter_min.observe(by_direction,
+                                    event.audio_in_jitter_min_variance * _JITTER_UNIT)
         loss = event.packet_loss_ratio
         if loss is not None:
-            self._child(self.packet_loss, direction).observe(loss)
+            self.packet_loss.observe(by_direction, loss)
+        direction = by_direction[0]
         for result, count in (("received", event.audio_in_media_packet_count),
                               ("lost", event.audio_in_skip_packet_count),
                               ("discarded", event.audio_in_flush_packet_count)):
             if count:
-                self._child(self.audio_packets, direction, result).inc(count)
+                self.audio_packets.inc((direction, result), count)
 
     def record_departed(self, departed: Iterable[Departed]) -> None:
         for call in departed:
