@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -198,30 +199,16 @@ _MAX_INT = 2**53  # past this a float, which every metric value is, no longer ho
 
 
 def _int(text: str) -> int:
-    value = int(text.strip())
+    value = int(text)  # int() and float() ignore surrounding whitespace themselves
     if not 0 <= value <= _MAX_INT:
         raise ValueError("negative or too large")
     return value
 
 
 def _float(text: str) -> float:
-    value = float(text.strip())
+    value = float(text)
     if not math.isfinite(value) or value < 0:
         raise ValueError("not a finite non-negative number")
-    return value
-
-
-def _mos(text: str) -> float:
-    value = _float(text)
-    if value > 5:
-        raise ValueError("MOS is on a 1-5 scale")
-    return value
-
-
-def _sip_code(text: str) -> int:
-    value = int(text.strip())
-    if not 100 <= value <= 699:
-        raise ValueError("SIP response codes are 100-699")
     return value
 
 
@@ -325,25 +312,27 @@ class CallEvent:
         return skipped / (media + skipped)
 
 
-# (attribute, provider field, converter, strict): strict fields feed metrics, so an
-# unparseable value there is refused; the others fall back to None.
+# (attribute, provider field, number type, lowest, highest, strict): strict fields feed
+# metrics, so an unparseable or out-of-range value there is refused; the others fall back
+# to None. A range, not a converter function: int() and float() are called directly.
+_FINITE = sys.float_info.max  # float("inf") and NaN fail "0 <= value <= _FINITE"
 _Converter = Callable[[str], Any]
-_TYPED_FIELDS: tuple[tuple[str, str, _Converter, bool], ...] = (
-    ("sequence_number", "SequenceNumber", _int, True),
-    ("call_duration", "CallDuration", _int, True),
-    ("sip_result_code", "SipResultCode", _sip_code, True),
-    ("audio_in_mos", "AudioInMos", _mos, True),
-    ("audio_in_jitter_min_variance", "AudioInJitterMinVariance", _float, True),
-    ("audio_in_jitter_max_variance", "AudioInJitterMaxVariance", _float, True),
-    ("audio_in_media_packet_count", "AudioInMediaPacketCount", _int, True),
-    ("audio_in_skip_packet_count", "AudioInSkipPacketCount", _int, True),
-    ("audio_in_flush_packet_count", "AudioInFlushPacketCount", _int, True),
-    ("recording_duration", "RecordingDuration", _int, False),
-    ("audio_in_average_ptime", "AudioInAveragePtime", _float, False),
-    ("audio_out_media_packet_count", "AudioOutMediaPacketCount", _int, False),
-    ("audio_in_largest_jb_size", "AudioInLargestJbSize", _int, False),
-    ("audio_in_dtmf_packet_count", "AudioInDtmfPacketCount", _int, False),
-    ("audio_out_dtmf_packet_count", "AudioOutDtmfPacketCount", _int, False),
+_TYPED_FIELDS: tuple[tuple[str, str, type[int] | type[float], float, float, bool], ...] = (
+    ("sequence_number", "SequenceNumber", int, 0, _MAX_INT, True),
+    ("call_duration", "CallDuration", int, 0, _MAX_INT, True),
+    ("sip_result_code", "SipResultCode", int, 100, 699, True),  # SIP response codes
+    ("audio_in_mos", "AudioInMos", float, 0, 5, True),  # a 1-5 scale
+    ("audio_in_jitter_min_variance", "AudioInJitterMinVariance", float, 0, _FINITE, True),
+    ("audio_in_jitter_max_variance", "AudioInJitterMaxVariance", float, 0, _FINITE, True),
+    ("audio_in_media_packet_count", "AudioInMediaPacketCount", int, 0, _MAX_INT, True),
+    ("audio_in_skip_packet_count", "AudioInSkipPacketCount", int, 0, _MAX_INT, True),
+    ("audio_in_flush_packet_count", "AudioInFlushPacketCount", int, 0, _MAX_INT, True),
+    ("recording_duration", "RecordingDuration", int, 0, _MAX_INT, False),
+    ("audio_in_average_ptime", "AudioInAveragePtime", float, 0, _FINITE, False),
+    ("audio_out_media_packet_count", "AudioOutMediaPacketCount", int, 0, _MAX_INT, False),
+    ("audio_in_largest_jb_size", "AudioInLargestJbSize", int, 0, _MAX_INT, False),
+    ("audio_in_dtmf_packet_count", "AudioInDtmfPacketCount", int, 0, _MAX_INT, False),
+    ("audio_out_dtmf_packet_count", "AudioOutDtmfPacketCount", int, 0, _MAX_INT, False),
 )
 _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     ("account_sid", "AccountSid"),
@@ -401,19 +390,23 @@ def parse_call_event(fields: Mapping[str, str], endpoint: str) -> CallEvent:
     direction = "inbound" if endpoint == "inbound" else normalize_direction(fields.get("Direction"))
     event = CallEvent(call_sid=call_sid, status=normalize_status(raw_status),
                       direction=direction, endpoint=endpoint, raw_status=raw_status)
+    get = fields.get
     for attr, name in _TEXT_FIELDS:
-        value = fields.get(name)
+        value = get(name)
         if value:
             setattr(event, attr, value)
-    for attr, name, convert, strict in _TYPED_FIELDS:
-        text = fields.get(name)  # _optional, inlined: this loop runs 15 times per event
-        if text is None or not text.strip():
+    for attr, name, number, lowest, highest, strict in _TYPED_FIELDS:
+        text = get(name)  # _optional, inlined: this loop runs 15 times per event
+        if not text:
             continue
         try:
-            setattr(event, attr, convert(text))
-        except (ValueError, OverflowError):
-            if strict:
-                raise invalid(f"field {name} has an invalid value") from None
+            parsed: float | None = number(text)  # surrounding whitespace is allowed
+        except ValueError:
+            parsed = None
+        if parsed is not None and lowest <= parsed <= highest:
+            setattr(event, attr, parsed)
+        elif strict and not text.isspace():  # blank is absent, as everywhere
+            raise invalid(f"field {name} has an invalid value")
     event.timestamp, event.timestamp_invalid = _timestamp(fields)
     return event
 
