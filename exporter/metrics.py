@@ -199,18 +199,19 @@ class ExporterMetrics:
             "signalwire_call_sip_responses_total",
             "SIP final response to the INVITE, once per call; uncommon codes as code=\"other\".",
             ("direction", "code", "class"))
-        registry.register(PlainSeries((
-            self.status_events, self.calls, self.duration, self.mos, self.jitter_max,
-            self.jitter_min, self.packet_loss, self.audio_packets, self.post_dial_delay,
-            self.time_to_answer, self.sip_responses)))
         self.expired = counter(
             "signalwire_calls_expired_total",
             "Calls dropped from tracking without a final status "
             "(reason: ttl = too old, capacity = store full).",
             ("direction", "reason"))
-        self.callbacks = counter(
+        self.callbacks = PlainCounter(
             "signalwire_exporter_callbacks_total",
-            "Requests to callback endpoints by outcome.", ("endpoint", "outcome"))
+            "Requests to callback endpoints by outcome.", ("endpoint", "outcome"),
+            itertools.product(ENDPOINTS, OUTCOMES))
+        registry.register(PlainSeries((
+            self.status_events, self.calls, self.duration, self.mos, self.jitter_max,
+            self.jitter_min, self.packet_loss, self.audio_packets, self.post_dial_delay,
+            self.time_to_answer, self.sip_responses, self.callbacks)))
         self.late_events = counter(
             "signalwire_exporter_late_events_total",
             "Events that arrived after a newer event of the same call, or non-final statuses "
@@ -232,8 +233,6 @@ class ExporterMetrics:
 
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         self._in_progress = {d: self.in_progress.labels(d) for d in DIRECTIONS}
-        self._callbacks: dict[tuple[str, str], Counter] = {
-            (e, o): self.callbacks.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
         for direction in DIRECTIONS:
             for reason in ("ttl", "capacity"):
                 self.expired.labels(direction, reason)
@@ -251,10 +250,7 @@ class ExporterMetrics:
         return cast(_Metric, child)
 
     def callback(self, endpoint: str, outcome: str) -> None:
-        child = self._callbacks.get((endpoint, outcome))
-        if child is None:
-            child = self._callbacks[(endpoint, outcome)] = self.callbacks.labels(endpoint, outcome)
-        child.inc()
+        self.callbacks.inc((endpoint, outcome))
 
     def record_call(self, event: CallEvent, decision: Decision) -> None:
         """Record one non-duplicate call event."""

@@ -78,11 +78,20 @@ def decode_query(raw_query: str, *, max_fields: int) -> list[tuple[str, str]]:
     return _form_pairs(raw_query.encode("utf-8", "surrogateescape"), max_fields)
 
 
-def collect_fields(pairs: list[tuple[str, str]], *, max_fields: int,
-                   max_field_length: int) -> dict[str, str]:
-    """Pairs → ``{name: value}`` within the limits; the first of repeated names wins."""
+def collect_fields(pairs: list[tuple[str, str]], *, max_fields: int, max_field_length: int,
+                   source_length: int | None = None) -> dict[str, str]:
+    """Pairs → ``{name: value}`` within the limits; the first of repeated names wins.
+
+    ``source_length``: the length of the form text the pairs were percent-decoded from,
+    when there is one. Decoding only shortens, so a body within ``max_field_length`` holds
+    no field over it, and the usual callback skips the check field by field.
+    """
     if len(pairs) > max_fields:
         raise invalid(f"too many fields (limit {max_fields})")
+    if source_length is not None and source_length <= max_field_length:
+        unique = dict(pairs)
+        if len(unique) == len(pairs):  # else a name is repeated: the first one wins, below
+            return unique
     fields: dict[str, str] = {}
     for name, value in pairs:
         if len(value) > max_field_length or len(name) > max_field_length:

@@ -81,8 +81,10 @@ async def read_fields(request: web.Request, config: Config) -> dict[str, str]:
     limits = config.limits
     if request.method == "GET":
         body = b""
-        pairs = decode_query(request.rel_url.raw_query_string, max_fields=limits.max_fields)
+        query = request.rel_url.raw_query_string
+        pairs = decode_query(query, max_fields=limits.max_fields)
         form_pairs = None
+        source_length: int | None = len(query)
     else:
         body = await read_body(request, limits)
         raw_type = request.headers.get("Content-Type", "")
@@ -93,6 +95,8 @@ async def read_fields(request: web.Request, config: Config) -> dict[str, str]:
         pairs = decode_pairs(content_type, body, max_fields=limits.max_fields,
                              raw_content_type=raw_type)
         form_pairs = pairs if content_type in (FORM, "") else None
+        source_length = len(body) if form_pairs is not None else None
     check_signature(request, config, body, form_pairs)
     return collect_fields(pairs, max_fields=limits.max_fields,
-                          max_field_length=limits.max_field_length)
+                          max_field_length=limits.max_field_length,
+                          source_length=source_length)

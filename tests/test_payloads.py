@@ -259,11 +259,16 @@ def test_collect_fields_keeps_the_first_of_each_name_within_the_limits(
         if too_long is None and max(len(name), len(value)) > max_length:
             too_long = name
         expected.setdefault(name, value)
-    if too_long is not None:
-        with pytest.raises(Rejected, match=f"field {too_long[:64]!r} is longer"):
-            collect_fields(pairs, max_fields=8, max_field_length=max_length)
-    else:
-        assert collect_fields(pairs, max_fields=8, max_field_length=max_length) == expected
+    # The form text the pairs came from is at least as long as any name or value.
+    text_length = len("&".join(f"{name}={value}" for name, value in pairs))
+    for source_length in (None, text_length):
+        if too_long is not None:
+            with pytest.raises(Rejected, match=f"field {too_long[:64]!r} is longer"):
+                collect_fields(pairs, max_fields=8, max_field_length=max_length,
+                               source_length=source_length)
+        else:
+            assert collect_fields(pairs, max_fields=8, max_field_length=max_length,
+                                  source_length=source_length) == expected
 
 
 def assert_reads_as_parse_qsl(text: str) -> None:
