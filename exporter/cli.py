@@ -10,27 +10,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from . import __version__
 from .access import hash_password, tls_context
-from .app import create_app
+from .app import IN_FLIGHT, create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
 from .rules import render_rules
 
 log = logging.getLogger("exporter")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _listen_address(value: str) -> str:
@@ -111,34 +109,7 @@ def check_config(path: str | None) -> int:
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
-class InFlight:
-    """Requests being handled now, so a stop can wait until they are done."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-        @web.middleware
-        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.count += 1
-            self._idle.clear()
-            try:
-                return await handler(request)
-            finally:
-                self.count -= 1
-                if not self.count:
-                    self._idle.set()
-
-        self.middleware = middleware
-
-    async def drained(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-
-
-async def run_server(app: web.Application, config: Config, in_flight: InFlight) -> None:
+async def run_server(app: web.Application, config: Config) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish.
 
     aiohttp's own shutdown (web.run_app, runner.cleanup) stops reading from open
@@ -146,7 +117,7 @@ async def run_server(app: web.Application, config: Config, in_flight: InFlight) 
     the provider would see it fail. So: close the listener, wait (bounded) until no
     request is in flight, and only then clean up.
     """
-    app.middlewares.append(in_flight.middleware)
+    in_flight = app[IN_FLIGHT]
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                            keepalive_timeout=config.limits.keepalive_timeout_seconds,
                            max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
@@ -195,14 +166,10 @@ def serve(config: Config) -> None:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     app = create_app(config, registry)
-    in_flight = InFlight()
-    Gauge("signalwire_exporter_http_requests_in_flight",
-          "HTTP requests being handled now, this scrape included.",
-          registry=registry).set_function(lambda: float(in_flight.count))
     if not config.signature.signing_keys:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
-    asyncio.run(run_server(app, config, in_flight))
+    asyncio.run(run_server(app, config))
     # Closing the loop restored the default handlers: a repeated SIGTERM while the
     # interpreter winds down would turn a clean exit 0 into a kill.
     for signum in (signal.SIGTERM, signal.SIGINT):
