@@ -5,7 +5,8 @@ Phases (see bench/README.md for what each figure means and the latest results):
    floor (bench/floor.py: decode, signature and one counter, the least a Python handler
    must do), each pinned to one core and loaded in turn by wrk on the other core,
    alternating; then the exporter at a fixed 2,000 requests/s from an open-loop client
-   for its p99 latency;
+   for its p99 latency; 1c. the instructions one request costs each of them (valgrind),
+   which, unlike time, other processes on the machine do not move;
 2. the seed example's way (Flask + pandas) after 10,000 calls, loaded the same way;
 3. resident memory of the call tracker over one million calls, uncapped and at its cap;
 4. time to render /metrics with every status x direction series and histogram populated;
@@ -63,14 +64,18 @@ class Settings:
     memory_calls: int
     memory_cap: int
     render_iterations: int
+    instruction_requests: tuple[int, int]  # (small, large): bench/instructions.py
+    instruction_servers: tuple[str, ...]
 
 
 FULL = Settings(seconds=5, connections=32, rounds=2, bodies=40_000, fixed_rate=2000,
                 fixed_seconds=5, seed_preload=10_000, seed_seconds=10, memory_calls=1_000_000,
-                memory_cap=100_000, render_iterations=200)
+                memory_cap=100_000, render_iterations=200,
+                instruction_requests=(300, 1300), instruction_servers=("exporter", "floor", "bare"))
 SMOKE = Settings(seconds=1, connections=8, rounds=1, bodies=12_000, fixed_rate=500,
                  fixed_seconds=1, seed_preload=1_000, seed_seconds=1, memory_calls=20_000,
-                 memory_cap=5_000, render_iterations=10)
+                 memory_cap=5_000, render_iterations=10,
+                 instruction_requests=(5, 25), instruction_servers=("exporter",))
 
 
 def cores() -> tuple[set[int] | None, set[int] | None]:
@@ -143,18 +148,26 @@ class Server:
                 self.proc.wait()
 
 
-def start_exporter(workdir: Path, name: str = "exporter", checkout: Path = ROOT) -> Server:
-    """``python -m exporter`` from ``checkout``, signatures on, events not logged."""
-    port = free_port()
-    config = workdir / f"{name}.yaml"
+def server_argv(name: str, port: int, workdir: Path) -> list[str]:
+    """How to start ``name`` (exporter, before, floor or bare) on ``port``.
+
+    The exporter runs with signatures on and events not logged.
+    """
+    if name in ("floor", "bare"):
+        return [sys.executable, str(BENCH / f"{name}.py"), str(port)]
+    config = workdir / f"{name}-{port}.yaml"
     config.write_text(json.dumps({
         "listen": f"127.0.0.1:{port}",
         "signature": {"signing_keys": [SIGNING_KEY],
                       "public_base_url": f"http://127.0.0.1:{port}"},
         "logging": {"level": "warning"},
     }))
-    return Server(name, [sys.executable, "-m", "exporter", "--config", str(config)],
-                  port, workdir, cwd=checkout)
+    return [sys.executable, "-m", "exporter", "--config", str(config)]
+
+
+def start_server(workdir: Path, name: str, checkout: Path = ROOT) -> Server:
+    port = free_port()
+    return Server(name, server_argv(name, port, workdir), port, workdir, cwd=checkout)
 
 
 def wrk(server: Server, bodies: Path, seconds: float, connections: int) -> dict[str, Any]:
@@ -198,16 +211,13 @@ def fixed_rate(server: Server, bodies: Path, rate: float, seconds: float) -> dic
 
 def phase_throughput(s: Settings, workdir: Path, before: Path | None,
                      log: Callable[[str], None]) -> dict[str, Any]:
-    exporter = start_exporter(workdir)
+    exporter = start_server(workdir, "exporter")
     servers = [exporter]
     if before is not None:
-        servers.append(start_exporter(workdir, "before", before))
-    reference = {}  # the floor and the ceiling: not exporters, no /metrics to read
-    for name in ("floor", "bare"):
-        port = free_port()
-        reference[name] = Server(name, [sys.executable, str(BENCH / f"{name}.py"), str(port)],
-                                 port, workdir)
-        servers.append(reference[name])
+        servers.append(start_server(workdir, "before", before))
+    # the floor and the ceiling: not exporters, no /metrics to read
+    reference = {name: start_server(workdir, name) for name in ("floor", "bare")}
+    servers.extend(reference.values())
     bare = reference["bare"]
     try:
         rounds: list[dict[str, Any]] = []
@@ -284,6 +294,46 @@ def phase_seed(s: Settings, workdir: Path, exporter_rps: float,
         f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms")
     return {**result, "calls_before": s.seed_preload,
             "ratio_exporter_seed": exporter_rps / result["rps"] if result["rps"] else None}
+
+
+def phase_instructions(s: Settings, workdir: Path, before: Path | None,
+                       log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Instructions per request of each server under callgrind: load-independent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.instructions import per_request
+
+    if shutil.which("valgrind") is None:
+        log("  skipped: valgrind is not installed (apt-get install valgrind)")
+        return None
+    small, large = s.instruction_requests
+    names = list(s.instruction_servers) + (["before"] if before is not None else [])
+
+    def count(name: str) -> float:
+        port = free_port()
+        bodies = write_bodies(workdir / f"instructions-{name}.txt", f"http://127.0.0.1:{port}",
+                              large, seed=800)
+        return per_request(server_argv(name, port, workdir), port, bodies, workdir,
+                           small=small, large=large,
+                           cwd=before if name == "before" and before else ROOT)
+
+    # One server per core at a time: counts do not depend on what runs beside them.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(names, pool.map(count, names), strict=True))
+    result: dict[str, Any] = {f"{name}_per_request": n for name, n in counts.items()}
+    for name in names:
+        log(f"  {name:8s} {counts[name]:10,.0f} instructions per request")
+    if "bare" in counts and "floor" in counts:
+        result.update(ratio_bare_exporter=counts["bare"] / counts["exporter"],
+                      ratio_floor_exporter=counts["floor"] / counts["exporter"],
+                      ratio_bare_floor=counts["bare"] / counts["floor"])
+        log(f"  bare/exporter = {result['ratio_bare_exporter']:.2f}, "
+            f"floor/exporter = {result['ratio_floor_exporter']:.2f}, "
+            f"bare/floor = {result['ratio_bare_floor']:.2f} (in instructions)")
+    if "before" in counts:
+        result["ratio_before_exporter"] = counts["before"] / counts["exporter"]
+        log(f"  before/exporter = {result['ratio_before_exporter']:.2f} (in instructions)")
+    return result
 
 
 # glibc's default lets freed large blocks (old dict tables) stay in the heap; with a
@@ -400,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.before:
             log(f"  exporter/before = {t['ratio_exporter_before']:.2f} in requests/s, "
                 f"{t['ratio_cpu_before_exporter']:.2f} in CPU per request (before/exporter)")
+        log("1c. instructions per request (valgrind callgrind; independent of the machine's load)")
+        results["instructions"] = phase_instructions(s, workdir, args.before, log)
         log("2. seed-style baseline (Flask + pandas)")
         results["seed_baseline"] = phase_seed(s, workdir, t["exporter_rps"], log)
         log(f"  exporter/seed-style = {results['seed_baseline']['ratio_exporter_seed']:.0f}")
