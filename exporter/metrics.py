@@ -2,10 +2,11 @@
 
 Every label value used here comes from a fixed set (statuses, directions,
 endpoints, outcomes, a list of SIP codes), so the number of series is bounded
-whatever the provider or an attacker sends. Children for the status/direction
-series are created up front: a series that exists at 0 before its first event
-lets ``rate()`` and ``increase()`` see that first event, and the hot path then
-only looks a child up in a dict instead of calling ``.labels()``.
+whatever the provider or an attacker sends. The status/direction series are
+created up front: a series that exists at 0 before its first event lets ``rate()``
+and ``increase()`` see that first event. The series a call event updates are plain
+numbers (``PlainCounter``, ``PlainHistogram``) behind one collector; the rarer ones
+are prometheus-client metrics with their children cached.
 """
 
 from __future__ import annotations
