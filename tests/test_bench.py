@@ -54,3 +54,10 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         assert results["instructions"]["exporter_per_request"] > 0
     else:
         assert results["instructions"] is None
+
+
+def test_compiled_floor_experiment_still_imports() -> None:
+    """bench/compiled_floor.py (a one-off, minutes long) reuses run.py's pieces: keep them."""
+    from bench import compiled_floor
+
+    assert callable(compiled_floor.main) and callable(compiled_floor.serve)
