@@ -6,11 +6,22 @@ import subprocess
 import urllib.request
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import BucketsConfig
-from exporter.metrics import SIP_CODES, ExporterMetrics, StatusMetrics, sip_labels
+from exporter.metrics import (
+    SIP_CODES,
+    ExporterMetrics,
+    PlainCounter,
+    PlainHistogram,
+    PlainSeries,
+    StatusMetrics,
+    sip_labels,
+)
 from exporter.payloads import message_error_label
 
 from .conftest import require_tool
@@ -92,3 +103,52 @@ def test_message_error_labels_are_bounded() -> None:
     assert message_error_label(" 30007 ") == "30007"
     assert message_error_label("30099") == "other"
     assert message_error_label("+15551234567") == "other"
+
+
+# --- plain series: the same exposition as prometheus-client's own types -------------------
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), max_size=30),
+       st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=8, unique=True))
+def test_plain_histogram_renders_what_a_prometheus_histogram_renders(
+        values: list[float], bounds: list[float]) -> None:
+    """Values on a bound count in that bound's bucket (``le``), larger ones in +Inf."""
+    bounds = sorted(bounds)
+    values += bounds  # every bound observed exactly once as well
+    theirs = CollectorRegistry()
+    reference = Histogram("h_seconds", "h.", ["direction"], buckets=bounds, registry=theirs)
+    ours = CollectorRegistry()
+    plain = PlainHistogram("h_seconds", "h.", ("direction",), bounds, [("inbound",)])
+    ours.register(PlainSeries([plain]))
+    for value in values:
+        reference.labels("inbound").observe(value)
+        plain.observe(("inbound",), value)
+    assert exposition(ours) == exposition(theirs)
+
+
+def test_plain_counter_renders_what_a_prometheus_counter_renders() -> None:
+    theirs = CollectorRegistry()
+    reference = Counter("c_total", "c.", ["status", "direction"], registry=theirs)
+    ours = CollectorRegistry()
+    plain = PlainCounter("c_total", "c.", ("status", "direction"), [("busy", "inbound")])
+    ours.register(PlainSeries([plain]))
+    reference.labels("busy", "inbound")  # pre-created, as the plain one is
+    for labels, amount in ((("busy", "inbound"), 1.0), (("failed", "unknown"), 2.5),
+                           (("busy", "inbound"), 3.0)):
+        reference.labels(*labels).inc(amount)
+        plain.inc(labels, amount)
+    assert exposition(ours) == exposition(theirs)
+
+
+def test_a_plain_series_name_cannot_be_registered_twice() -> None:
+    registry = CollectorRegistry()
+    registry.register(PlainSeries([PlainCounter("c_total", "c.", ())]))
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("c_total", "c.", registry=registry)
+
+
+def exposition(registry: CollectorRegistry) -> list[str]:
+    """Sorted sample and metadata lines, created series left out (the exporter disables them)."""
+    from prometheus_client import generate_latest
+
+    return sorted(line for line in generate_latest(registry).decode().splitlines()
+                  if "_created" not in line)
