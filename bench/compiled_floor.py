@@ -24,10 +24,10 @@ import tempfile
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import floor
 from bench.instructions import per_request
 from bench.run import BENCH, Server, free_port, wrk
 from bench.workload import PATH, SIGNING_KEY, calls, form_body
@@ -37,8 +37,7 @@ from exporter.signature import form_signature
 def serve(port: int) -> None:
     url = f"http://127.0.0.1:{port}{PATH}".encode()
     keyed = hmac.new(SIGNING_KEY.encode(), digestmod="sha1")
-    accepted = Counter("floor_callbacks_total", "Callbacks accepted.", ["outcome"],
-                       registry=CollectorRegistry()).labels("accepted")
+    accepted = floor.accepted_counter()
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -47,19 +46,12 @@ def serve(port: int) -> None:
         mac = keyed.copy()  # the key's state set up once: quicker than hmac.digest
         mac.update(signed)
         expected = base64.b64encode(mac.digest())
-        if not hmac.compare_digest(expected,
-                                   request.headers.get("X-SignalWire-Signature", "").encode()):
+        if not hmac.compare_digest(expected, request.headers.get(floor.HEADER, "").encode()):
             return web.Response(status=403)
         accepted.inc()
         return web.Response(status=200)
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post(PATH, handle)
-    app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    floor.serve(port, handle)
 
 
 def sorted_bodies(path: Path, port: int, count: int) -> Path:

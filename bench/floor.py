@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hmac
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -28,11 +29,17 @@ from bench.workload import PATH, SIGNING_KEY
 
 KEY = SIGNING_KEY.encode()
 HEADER = "X-SignalWire-Signature"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_handler(url: str) -> web.Handler:
-    accepted = Counter("floor_callbacks_total", "Callbacks accepted.", ["outcome"],
-                       registry=CollectorRegistry()).labels("accepted")
+def accepted_counter() -> Counter:
+    """The one metric a floor updates per callback."""
+    return Counter("floor_callbacks_total", "Callbacks accepted.", ["outcome"],
+                   registry=CollectorRegistry()).labels("accepted")
+
+
+def make_handler(url: str) -> Handler:
+    accepted = accepted_counter()
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -56,12 +63,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def main() -> None:
-    port = int(sys.argv[1])
+def serve(port: int, handle: Handler) -> None:
+    """``handle`` on the callback path (and /healthz), as bench/run.py expects a server."""
     app = web.Application()
-    app.router.add_post(PATH, make_handler(f"http://127.0.0.1:{port}{PATH}"))
+    app.router.add_post(PATH, handle)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    serve(port, make_handler(f"http://127.0.0.1:{port}{PATH}"))
 
 
 if __name__ == "__main__":

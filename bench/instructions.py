@@ -34,7 +34,7 @@ def send(port: int, bodies: Path, count: int, timeout: float) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         with bodies.open() as lines:
-            for _, line in zip(range(count), lines, strict=False):
+            for i, line in zip(range(count), lines, strict=False):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{count} requests took over {timeout} s")
                 sig, body = line.rstrip("\n").split(" ", 1)
@@ -44,7 +44,7 @@ def send(port: int, bodies: Path, count: int, timeout: float) -> None:
                 response = conn.getresponse()
                 response.read()
                 if response.status != 200:
-                    raise RuntimeError(f"answer {response.status} to request {_}")
+                    raise RuntimeError(f"answer {response.status} to request {i}")
     finally:
         conn.close()
 
