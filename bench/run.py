@@ -374,7 +374,7 @@ def phase_render(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
     stream = calls(seed=900)
     for i in range(20_000):
         event = parse_call_event(dict(next(stream)), "voice" if i % 4 else "inbound")
-        decision, _ = exporter.tracker.track(event, float(i))
+        decision, _ = exporter.store.calls.track(event, float(i))
         exporter.metrics.record_call(event, decision)
     text = generate_latest(registry)
     series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,12 +24,11 @@ from prometheus_client.exposition import choose_encoder
 
 from . import callbacks, reports, sms
 from .access import BASIC_AUTH, BasicAuth, protected
-from .calls import CallTracker
 from .config import Config
 from .errors import Rejected
 from .logs import level_number
 from .metrics import ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
-from .statuses import StatusTracker
+from .store import MemoryStore, Store
 from .verify import read_body, read_fields
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,8 @@ class Exporter:
     config: Config
     registry: CollectorRegistry
     metrics: ExporterMetrics
-    tracker: CallTracker
+    store: Store  # per-call state and the cluster-wide metrics
     event_level: int
-    items: dict[str, StatusTracker]  # endpoint → tracker, for messages and the like
     item_metrics: StatusMetrics
     failed_calls: reports.FailedCallReport
     report_metrics: ReportMetrics
@@ -113,7 +112,7 @@ def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
                 raise Rejected(405, "method_not_allowed",
                                f"use POST (or GET) for /callbacks/{endpoint}")
             fields = await read_fields(request, exporter.config)
-            outcome = process(exporter, fields, endpoint)
+            outcome = await process(exporter, fields, endpoint)
         except Rejected as exc:
             exporter.metrics.callback(endpoint, exc.outcome)
             log_rejected("callback", exc, endpoint=endpoint)
@@ -127,7 +126,9 @@ def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    response = web.Response(body=encoder(request.app[EXPORTER].registry))
+    exporter = request.app[EXPORTER]
+    await exporter.store.before_scrape()
+    response = web.Response(body=encoder(exporter.registry))
     response.headers["Content-Type"] = content_type
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
@@ -200,18 +201,26 @@ async def index(request: web.Request) -> web.Response:
 async def sweep_expired(app: web.Application) -> AsyncIterator[None]:
     """Expire calls and items that outlive their TTL even when no traffic arrives."""
     exporter = app[EXPORTER]
-    loop = asyncio.get_running_loop()
+    store = exporter.store
 
     async def sweep() -> None:
         while True:
             await asyncio.sleep(exporter.config.tracking.sweep_interval_seconds)
-            callbacks.expire(exporter, loop.time())
+            await store.expire(store.clock())
 
     task = asyncio.create_task(sweep())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def store_connection(app: web.Application) -> AsyncIterator[None]:
+    """The state backend's connections, open while the app runs."""
+    store = app[EXPORTER].store
+    await store.start()
+    yield
+    await store.close()
 
 
 async def sms_session(app: web.Application) -> AsyncIterator[None]:
@@ -230,21 +239,19 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     """Build the application; each app gets its own registry unless one is given."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and serve no query
     registry = registry if registry is not None else CollectorRegistry()
-    tracking = config.tracking
-    tracker = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
-    items = {endpoint: StatusTracker(lifecycle, tracking.max_items, tracking.item_ttl_seconds)
-             for endpoint, lifecycle in callbacks.LIFECYCLES.items()}
     failed_calls = reports.FailedCallReport(config.reports.failed_calls)
     relay_metrics = RelayMetrics(registry)
     relay = (sms.SmsRelay(config.sms, relay_metrics, config.limits.read_timeout_seconds)
              if config.sms.enabled else None)
+    metrics = ExporterMetrics(registry, config.buckets, lambda: store.tracked_calls())
+    item_metrics = StatusMetrics(registry, config.buckets, {
+        lifecycle.kind: functools.partial(lambda e: store.tracked_items(e), endpoint)
+        for endpoint, lifecycle in callbacks.LIFECYCLES.items()})
+    store = MemoryStore(config, callbacks.LIFECYCLES, metrics, item_metrics, failed_calls)
     exporter = Exporter(
-        config=config, registry=registry,
-        metrics=ExporterMetrics(registry, config.buckets, tracker.__len__),
-        tracker=tracker, event_level=level_number(config.logging.event_level),
-        items=items,
-        item_metrics=StatusMetrics(registry, config.buckets, {
-            t.lifecycle.kind: t.__len__ for t in items.values()}),
+        config=config, registry=registry, metrics=metrics, store=store,
+        event_level=level_number(config.logging.event_level),
+        item_metrics=item_metrics,
         failed_calls=failed_calls,
         report_metrics=ReportMetrics(registry, failed_calls.__len__),
         relay_metrics=relay_metrics, relay=relay)
@@ -272,6 +279,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
         route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
     route("*", "/alerts/sms", alerts_sms)
     route("GET", "/reports/failed-calls", protected(failed_calls_report))
+    app.cleanup_ctx.append(store_connection)
     app.cleanup_ctx.append(sweep_expired)
     app.cleanup_ctx.append(sms_session)
     return app

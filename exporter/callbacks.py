@@ -9,9 +9,8 @@ transcriptions share one path, each kind with its own ``Lifecycle``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .errors import Outcome
@@ -37,20 +36,16 @@ if TYPE_CHECKING:  # app imports this module to route to the processors
 
 event_log = logging.getLogger(EVENT_LOGGER)
 
-Processor = Callable[["Exporter", dict[str, str], str], Outcome]
+Processor = Callable[["Exporter", dict[str, str], str], Awaitable[Outcome]]
 
 
-def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+async def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
     event = parse_call_event(fields, endpoint)
-    now = asyncio.get_running_loop().time()
-    decision, departed = exporter.tracker.track(event, now)
-    if departed:
-        exporter.metrics.record_departed(departed)
+    store = exporter.store
+    decision = await store.call(event, store.clock())
     outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
     if not decision.duplicate:
-        exporter.metrics.record_call(event, decision)
-        if decision.final_status is not None:
-            exporter.failed_calls.add(event, decision.final_status, decision.direction, now)
+        exporter.metrics.record_call_event(event, decision)
     if event_log.isEnabledFor(exporter.event_level):
         event_log.log(exporter.event_level, "call status", extra={"fields": {
             "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,
@@ -76,20 +71,15 @@ ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
 }
 
 
-def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+async def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
     """Messages, recordings and transcriptions: one path, one tracker per kind."""
     event = ITEM_PARSERS[endpoint](fields)
-    tracker = exporter.items[endpoint]
-    kind = tracker.lifecycle.kind
-    decision, departed = tracker.track(event.sid, event.status,
-                                       asyncio.get_running_loop().time(), wants(event))
-    if departed:
-        exporter.item_metrics.record_departed(kind, departed)
+    kind = LIFECYCLES[endpoint].kind
+    store = exporter.store
+    decision = await store.item(endpoint, event, store.clock(), wants(event))
     outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
-    if not decision.duplicate:
-        exporter.item_metrics.record(event, decision)
-        if decision.late:
-            exporter.metrics.late_events.labels(endpoint).inc()
+    if not decision.duplicate and decision.late:
+        exporter.metrics.late_events.labels(endpoint).inc()
     if event_log.isEnabledFor(exporter.event_level):
         event_log.log(exporter.event_level, f"{kind} status", extra={"fields": {
             "endpoint": endpoint, "outcome": outcome, f"{kind}_sid": event.sid,
@@ -105,9 +95,3 @@ PROCESSORS: dict[str, Processor] = {
     **dict.fromkeys(LIFECYCLES, process_item),
 }
 
-
-def expire(exporter: Exporter, now: float) -> None:
-    """Drop calls and items past their TTL, counting those that left unfinished."""
-    exporter.metrics.record_departed(exporter.tracker.expire(now))
-    for items in exporter.items.values():
-        exporter.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))

@@ -253,15 +253,18 @@ class ExporterMetrics:
     def callback(self, endpoint: str, outcome: str) -> None:
         self.callbacks.inc((endpoint, outcome))
 
-    def record_call(self, event: CallEvent, decision: Decision) -> None:
-        """Record one non-duplicate call event."""
-        direction = decision.direction
-        by_direction = (direction,)
-        self.status_events.inc((event.status, direction))
+    def record_call_event(self, event: CallEvent, decision: Decision) -> None:
+        """This replica's own count of a non-duplicate call event: late, bad Timestamp."""
         if event.timestamp_invalid:
             self._child(self.timestamp_errors, event.endpoint).inc()
         if decision.late:
             self._child(self.late_events, event.endpoint).inc()
+
+    def record_call(self, event: CallEvent, decision: Decision) -> None:
+        """Record one non-duplicate call event in the cluster-wide call metrics."""
+        direction = decision.direction
+        by_direction = (direction,)
+        self.status_events.inc((event.status, direction))
         if decision.final_status is not None:
             self.calls.inc((decision.final_status, direction))
         if decision.in_progress_delta:

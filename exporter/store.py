@@ -1,0 +1,132 @@
+"""Track and record: where per-call state is decided and where the cluster-wide metrics live.
+
+The contract every state backend keeps (``Store``):
+
+- ``call`` / ``item`` apply one parsed event to the state of its call (message,
+  recording, transcription) and, in the same step, record what it means in the
+  cluster-wide ``signalwire_*`` metrics. The returned decision is for the caller's
+  own, per-replica bookkeeping only (outcome, late events, the log line): it never
+  records a cluster-wide metric again.
+- ``expire`` ages out calls and items past their TTL, counting the unfinished ones.
+- ``claim`` says yes once per key across everything that shares the state (one
+  SMS per alert notification, one lookup per call).
+- ``before_scrape`` brings the metric values up to date for ``/metrics``.
+
+``MemoryStore`` keeps both in this process: the trackers of ``calls`` and
+``statuses``, and the metrics in the exporter's own registry. ``RedisStore``
+(``redis_store``) keeps both in Redis, decided by Lua scripts that follow the same
+rules, so that any number of replicas act as one exporter. The rules themselves are
+described in ``calls`` and ``statuses``; one test holds both backends to the same
+results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from .calls import CallTracker, Decision
+from .payloads import CallEvent
+from .statuses import Lifecycle, StatusDecision, StatusTracker
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .metrics import ExporterMetrics, ItemEvent, StatusMetrics
+    from .reports import FailedCallReport
+
+
+class Store(Protocol):
+    """What a state backend does; see the module docstring for the contract."""
+
+    backend: str
+
+    def clock(self) -> float:
+        """Seconds on the clock the backend ages state by (shared by all its users)."""
+
+    async def call(self, event: CallEvent, now: float) -> Decision: ...
+
+    async def item(self, endpoint: str, event: ItemEvent, now: float,
+                   wants: int) -> StatusDecision: ...
+
+    async def expire(self, now: float) -> None: ...
+
+    async def claim(self, key: str, ttl: float) -> bool: ...
+
+    async def before_scrape(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """The embedded default: state and metrics of one process."""
+
+    backend = "memory"
+
+    def __init__(self, config: Config, lifecycles: dict[str, Lifecycle],
+                 metrics: ExporterMetrics, item_metrics: StatusMetrics,
+                 failed_calls: FailedCallReport) -> None:
+        tracking = config.tracking
+        self.calls = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
+        self.items = {endpoint: StatusTracker(lifecycle, tracking.max_items,
+                                              tracking.item_ttl_seconds)
+                      for endpoint, lifecycle in lifecycles.items()}
+        self.metrics = metrics
+        self.item_metrics = item_metrics
+        self.failed_calls = failed_calls
+        self._claims: dict[str, float] = {}  # key → when the claim lapses
+
+    def clock(self) -> float:
+        # The loop's monotonic clock: the process is the only user of this state.
+        return asyncio.get_running_loop().time()
+
+    async def call(self, event: CallEvent, now: float) -> Decision:
+        decision, departed = self.calls.track(event, now)
+        if departed:
+            self.metrics.record_departed(departed)
+        if not decision.duplicate:
+            self.metrics.record_call(event, decision)
+            if decision.final_status is not None:
+                self.failed_calls.add(event, decision.final_status, decision.direction, now)
+        return decision
+
+    async def item(self, endpoint: str, event: ItemEvent, now: float,
+                   wants: int) -> StatusDecision:
+        tracker = self.items[endpoint]
+        decision, departed = tracker.track(event.sid, event.status, now, wants)
+        if departed:
+            self.item_metrics.record_departed(tracker.lifecycle.kind, departed)
+        if not decision.duplicate:
+            self.item_metrics.record(event, decision)
+        return decision
+
+    async def expire(self, now: float) -> None:
+        self.metrics.record_departed(self.calls.expire(now))
+        for items in self.items.values():
+            self.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
+        self._claims = {key: until for key, until in self._claims.items() if until > now}
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        until = self._claims.get(key)
+        if until is not None and until > now:
+            return False
+        self._claims[key] = now + ttl
+        return True
+
+    async def before_scrape(self) -> None:
+        """Nothing to fetch: the metrics are updated as events are applied."""
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def tracked_calls(self) -> int:
+        return len(self.calls)
+
+    def tracked_items(self, endpoint: str) -> int:
+        return len(self.items[endpoint])
