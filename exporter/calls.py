@@ -6,12 +6,19 @@ looks at one event against what it already knows of the call and returns a
 takes the clock as an argument, so every rule here is testable on its own.
 
 Rules (see the interface contract):
-- a (CallSid, SequenceNumber, status) seen before is a duplicate: nothing recorded;
+- a (CallSid, SequenceNumber, status) seen before is a duplicate: nothing recorded; so is
+  a final status seen before without a SequenceNumber, or arriving without one after it
+  was seen with one (the same call reported by both the number-level callback, which
+  carries none, and a ``<Dial>`` or API callback);
 - every other event counts once as a status event, late ones included;
 - the first final status to arrive is the call's final status, counted once;
 - a late event (sequence not newer than the last applied, or the call already
   final) never moves the in-progress gauge;
-- quality, duration, SIP code and delays are observed at most once per call.
+- quality, duration, SIP code and delays are observed at most once per call;
+- a call first seen without a Direction takes the first known one that arrives, for
+  every metric not yet recorded (an in-progress call moves its gauge along);
+- an event may name the final status to record instead if the call was never answered
+  (``CallEvent.unanswered_status``: a hangup before the answer is a cancel).
 
 Memory is bounded: calls live at most ``ttl`` seconds after they are first seen and
 at most ``max_calls`` are kept; the oldest go first. A call that leaves without a
@@ -29,6 +36,10 @@ from .payloads import CALL_STATUSES, DIRECTIONS, FINAL_CALL_STATUSES, CallEvent
 _STATUS_INDEX = {status: index for index, status in enumerate(CALL_STATUSES)}
 _WIDTH = len(CALL_STATUSES)
 _BITMASK_SEQUENCES = 63  # sequence numbers -1..61 live in one int; others in a set
+
+# per status, its bit in every sequence slot of CallState.seen
+_ANY_SLOT = [sum(1 << (slot * _WIDTH + index) for slot in range(_BITMASK_SEQUENCES))
+             for index in range(_WIDTH)]
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -51,6 +62,7 @@ _QUALITY_DONE = 2
 _PDD_DONE = 4
 _ANSWER_DONE = 8
 _SIP_DONE = 16
+_ANSWERED = 32  # an in-progress event was seen, late or not
 
 
 class CallState:
@@ -85,6 +97,15 @@ class CallState:
     def in_progress(self) -> bool:
         return bool(self.flags & _IN_PROGRESS)
 
+    def seen_unsequenced(self, sequence: int | None, status: str) -> bool:
+        """Whether ``status`` was seen without a sequence number, or (when ``sequence``
+        is None) with any: one final status reported once per endpoint."""
+        index = _STATUS_INDEX[status]
+        if sequence is not None:
+            return bool(self.seen >> index & 1)
+        return bool(self.seen & _ANY_SLOT[index]) or (
+            self.extra is not None and any(i == index for _, i in self.extra))
+
     def mark_seen(self, sequence: int | None, status: str) -> bool:
         """Remember (sequence, status); return False if it was already seen."""
         index = _STATUS_INDEX[status]
@@ -106,9 +127,16 @@ class CallState:
 
 @dataclass(slots=True)
 class Decision:
-    """What one event means for the metrics; ``direction`` is the call's label."""
+    """What one event means for the metrics.
+
+    ``direction`` is the call's label and ``status`` the event's status as recorded
+    (``unanswered_status`` applied). ``moved_from``: the direction an in-progress call
+    was counted under until this event gave it a known one.
+    """
 
     direction: str
+    status: str = "unknown"
+    moved_from: str | None = None
     duplicate: bool = False
     late: bool = False
     final_status: str | None = None
@@ -223,11 +251,19 @@ class CallTracker:
         return decision, departed
 
     def _apply(self, state: CallState, event: CallEvent) -> Decision:
-        decision = Decision(direction=state.direction)
         status, sequence = event.status, event.sequence_number
-        if not state.mark_seen(sequence, status):
+        if (event.unanswered_status is not None and status in FINAL_CALL_STATUSES
+                and not state.flags & _ANSWERED):
+            status = event.unanswered_status
+        decision = Decision(direction=state.direction, status=status)
+        if (status in FINAL_CALL_STATUSES and state.seen_unsequenced(sequence, status)) \
+                or not state.mark_seen(sequence, status):
             decision.duplicate = True
             return decision
+        if state.direction == "unknown" and event.direction != "unknown":
+            state.direction = decision.direction = event.direction
+            if state.flags & _IN_PROGRESS:
+                decision.moved_from = "unknown"
 
         decision.late = state.final is not None or (
             sequence is not None and sequence <= state.last_seq
@@ -249,10 +285,12 @@ class CallTracker:
             if not state.flags & _QUALITY_DONE and event.audio_in_mos:
                 state.flags |= _QUALITY_DONE
                 decision.observe_quality = True
-        elif status == "in-progress" and not decision.late and not state.flags & _IN_PROGRESS:
-            state.flags |= _IN_PROGRESS
-            decision.in_progress_delta = 1
-            self.in_progress += 1
+        elif status == "in-progress":
+            state.flags |= _ANSWERED
+            if not decision.late and not state.flags & _IN_PROGRESS:
+                state.flags |= _IN_PROGRESS
+                decision.in_progress_delta = 1
+                self.in_progress += 1
 
         if event.sip_result_code is not None and not state.flags & _SIP_DONE:
             state.flags |= _SIP_DONE
@@ -271,11 +309,11 @@ class CallTracker:
         stamp = int(event.timestamp.timestamp())
         if not 0 <= stamp < _STAMP_MASK:
             return  # before 1970 or after 2514: not a real event time
-        if event.status == "initiated" and state.t_initiated is None:
+        if decision.status == "initiated" and state.t_initiated is None:
             state.t_initiated = stamp
-        elif event.status == "ringing" and state.t_ringing is None:
+        elif decision.status == "ringing" and state.t_ringing is None:
             state.t_ringing = stamp
-        elif event.status == "in-progress" and state.t_answered is None:
+        elif decision.status == "in-progress" and state.t_answered is None:
             state.t_answered = stamp
         else:
             return

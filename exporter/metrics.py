@@ -264,11 +264,14 @@ class ExporterMetrics:
         """Record one non-duplicate call event in the cluster-wide call metrics."""
         direction = decision.direction
         by_direction = (direction,)
-        self.status_events.inc((event.status, direction))
+        self.status_events.inc((decision.status, direction))
         if decision.final_status is not None:
             self.calls.inc((decision.final_status, direction))
         if decision.in_progress_delta:
             self._in_progress[direction].inc(decision.in_progress_delta)
+        if decision.moved_from is not None:
+            self._in_progress[decision.moved_from].dec()
+            self._in_progress[direction].inc()
         if decision.observe_duration and event.call_duration is not None:
             self.duration.observe(by_direction, event.call_duration)
         if decision.observe_quality:

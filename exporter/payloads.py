@@ -297,6 +297,8 @@ class CallEvent:
     direction: str
     endpoint: str
     raw_status: str = ""
+    # the final status to record instead of ``status`` if the call was never answered
+    unanswered_status: str | None = None
     account_sid: str | None = None
     parent_call_sid: str | None = None
     from_: str | None = None

@@ -356,3 +356,21 @@ async def test_405_names_the_allowed_methods(client: TestClient) -> None:
     response = await client.request("OPTIONS", "/callbacks/voice")
     assert response.status == 405
     assert {m.strip() for m in response.headers.get("Allow", "").split(",")} == {"GET", "POST"}
+
+
+async def test_a_call_on_voice_and_inbound_counts_once_and_takes_a_later_direction(client) -> None:
+    await client.post("/callbacks/voice", data={
+        "CallSid": "x-1", "CallStatus": "in-progress", "SequenceNumber": "2"})
+    assert sample(client, "signalwire_calls_in_progress", direction="unknown") == 1
+    await client.post("/callbacks/inbound", data={"CallSid": "x-1", "CallStatus": "completed"})
+    response = await client.post("/callbacks/voice", data={
+        "CallSid": "x-1", "CallStatus": "completed", "SequenceNumber": "3",
+        "Direction": "inbound"})
+    assert response.status == 200
+    assert sample(client, "signalwire_calls_total", status="completed", direction="inbound") == 1
+    assert sample(client, "signalwire_call_status_events_total",
+                  status="completed", direction="inbound") == 1
+    assert sample(client, "signalwire_calls_in_progress", direction="unknown") == 0
+    assert sample(client, "signalwire_calls_in_progress", direction="inbound") == 0
+    assert sample(client, "signalwire_exporter_callbacks_total",
+                  endpoint="voice", outcome="duplicate") == 1

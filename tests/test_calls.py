@@ -183,3 +183,40 @@ def test_sequence_numbers_past_the_bitmask_are_still_deduplicated() -> None:
     assert not first.duplicate and not other.duplicate and again.duplicate
     late = run(tracker, ev("ringing", 400))[0]
     assert late.late and not late.duplicate
+
+
+def test_one_call_on_voice_and_inbound_endpoints_is_counted_once() -> None:
+    # the number-level callback carries no SequenceNumber, the <Dial> one does
+    for first, second in ((ev("completed", None), ev("completed", 4)),
+                          (ev("completed", 4), ev("completed", None))):
+        tracker = CallTracker(100, 3600)
+        a, b = run(tracker, first, second)
+        assert a.final_status == "completed" and not a.duplicate
+        assert b.duplicate and b.final_status is None
+    # a second final event with its own SequenceNumber is still a status event
+    tracker = CallTracker(100, 3600)
+    _, again = run(tracker, ev("completed", 3), ev("completed", 4))
+    assert not again.duplicate and again.final_status is None
+
+
+def test_direction_comes_from_the_first_event_that_has_one() -> None:
+    tracker = CallTracker(100, 3600)
+    ringing, answered, done = run(
+        tracker, ev("ringing", 1, direction="unknown"), ev("in-progress", 2, direction="unknown"),
+        ev("completed", 3, direction="inbound"))
+    assert ringing.direction == answered.direction == "unknown"
+    assert answered.in_progress_delta == 1
+    # the gauge moves from unknown to inbound, then the final takes it off inbound
+    assert done.direction == "inbound" and done.moved_from == "unknown"
+    assert done.in_progress_delta == -1 and done.final_status == "completed"
+    later = run(tracker, ev("ringing", 0, direction="outbound-api"))[0]
+    assert later.direction == "inbound"  # once known, it stays
+
+
+def test_unanswered_status_applies_only_to_calls_never_answered() -> None:
+    tracker = CallTracker(100, 3600)
+    hangup = ev("completed", 4, sid="a", unanswered_status="canceled")
+    assert run(tracker, ev("ringing", 1, sid="a"), hangup)[1].final_status == "canceled"
+    answered = run(tracker, ev("in-progress", 2, sid="b"),
+                   ev("completed", 4, sid="b", unanswered_status="canceled"))[1]
+    assert answered.final_status == "completed" and answered.status == "completed"
