@@ -155,6 +155,23 @@ def exporter_process(tmp_path: Any) -> Any:
             process.proc.wait()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real redis-server (tests/servers.py) for the whole session, on a loopback port."""
+    from .servers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """URL of the session's Redis, emptied for this test: ``redis://127.0.0.1:N/0``."""
+    redis_server.flush()
+    return str(redis_server.url)
+
+
 @pytest.fixture
 def services() -> Any:
     """Server processes (tests/servers.py) a test starts; all stopped at its end."""

@@ -118,3 +118,85 @@ class Alertmanager(_PrometheusProject):
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         super().__init__("alertmanager", require_tool("prometheus-alertmanager"), config,
                          "--storage.path", workdir, "--cluster.listen-address=")
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, its files in ``workdir``.
+
+    Without ``persistent`` it keeps nothing on disk (``--save '' --appendonly no``); with
+    it, every write goes to an append-only file, so ``restart()`` (same port, same
+    directory) comes back with the data, as a Redis with persistence does after a crash.
+    """
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        self.binary = require_tool("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.persistent = persistent
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"redis-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, after ``stop``/``kill``) on the same port and directory."""
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--dir", str(self.workdir),
+                "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "always", "--logfile", str(self.log_path)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                     cwd=self.workdir)
+        self._wait_ready(30.0)
+
+    def _wait_ready(self, timeout: float) -> None:
+        """PING until PONG (a Redis loading its append-only file answers LOADING)."""
+        import redis
+
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{self.log()}")
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    if client.ping():
+                        return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server not ready after {timeout}s:\n{self.log()}")
+
+    def client(self, db: int = 0) -> Any:
+        """A synchronous client (redis-py) for the test's own checks."""
+        import redis
+
+        return redis.Redis(port=self.port, db=db, socket_timeout=5)
+
+    def flush(self) -> None:
+        with self.client() as client:
+            client.flushall()
+
+    def log(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash does (with ``persistent`` the written data survives)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (Redis finishes its writes), bounded, then SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
