@@ -48,20 +48,57 @@ class Exporter:
     report_metrics: ReportMetrics
     relay_metrics: RelayMetrics
     relay: sms.SmsRelay | None  # None while sms.space_url is unset
+    stopping: Stopping
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Stopping:
+    """What SIGTERM changes (``cli.run_server`` drives the stop).
+
+    Once ``active``, callbacks are refused with 503 and ``/healthz`` answers 503, so a
+    load balancer sends the traffic to another replica, and every answer closes its
+    connection, so keep-alive clients reconnect elsewhere. The memory backend's counts
+    exist only here, so the stop waits for a scrape that has seen every callback
+    handled: ``handled`` counts them (any outcome but ``stopping``), and each scrape
+    notes how many it saw.
+    """
+
+    def __init__(self, handled: Callable[[], float]) -> None:
+        self.active = False
+        self._handled = handled
+        self._scraped = 0.0  # handled() when the last scrape was rendered
+        self._scrape = asyncio.Event()
+
+    def scraping(self) -> None:
+        """Called by ``/metrics`` just before it renders."""
+        self._scraped = self._handled()
+        self._scrape.set()
+
+    async def final_scrape(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, for a scrape that saw every callback."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._scraped < self._handled():
+                    self._scrape.clear()
+                    await self._scrape.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class InFlight:
     """Requests being handled now, so a stop can wait until they are done.
 
     Counted by wrapping each route's handler: an aiohttp middleware would do the same
-    at about twice the cost per request (its chain adds two coroutines).
+    at about twice the cost per request (its chain adds two coroutines). Callbacks
+    have their own (``CALLBACKS_IN_FLIGHT``), so a stop knows when the last one is done.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stopping: Stopping) -> None:
         self.count = 0
+        self._stopping = stopping
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -70,11 +107,14 @@ class InFlight:
             self.count += 1
             self._idle.clear()
             try:
-                return await handler(request)
+                response = await handler(request)
             finally:
                 self.count -= 1
                 if not self.count:
                     self._idle.set()
+            if self._stopping.active:
+                response.force_close()  # "Connection: close": reconnect, to another replica
+            return response
 
         return handle
 
@@ -86,6 +126,7 @@ class InFlight:
 
 EXPORTER = web.AppKey("exporter", Exporter)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+CALLBACKS_IN_FLIGHT = web.AppKey("callbacks_in_flight", InFlight)
 
 
 # --- handlers ----------------------------------------------------------------------------
@@ -108,6 +149,9 @@ def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         exporter = request.app[EXPORTER]
         try:
+            if exporter.stopping.active:
+                raise Rejected(503, "stopping", "this exporter is stopping: send the callback "
+                                                "again (another replica will take it)")
             if request.method not in ("POST", "GET"):
                 raise Rejected(405, "method_not_allowed",
                                f"use POST (or GET) for /callbacks/{endpoint}")
@@ -128,6 +172,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     exporter = request.app[EXPORTER]
     await exporter.store.before_scrape()
+    exporter.stopping.scraping()
     response = web.Response(body=encoder(exporter.registry))
     response.headers["Content-Type"] = content_type
     if "gzip" in request.headers.get("Accept-Encoding", ""):
@@ -179,6 +224,8 @@ async def failed_calls_report(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if request.app[EXPORTER].stopping.active:  # out of the load balancer's rotation
+        return web.Response(status=503, text="stopping")
     return web.Response(text="ok")
 
 
@@ -248,35 +295,41 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
         lifecycle.kind: functools.partial(lambda e: store.tracked_items(e), endpoint)
         for endpoint, lifecycle in callbacks.LIFECYCLES.items()})
     store = MemoryStore(config, callbacks.LIFECYCLES, metrics, item_metrics, failed_calls)
+    callback_counts = metrics.callbacks.values
+    stopping = Stopping(lambda: sum(
+        count for (_, outcome), count in callback_counts.items() if outcome != "stopping"))
     exporter = Exporter(
         config=config, registry=registry, metrics=metrics, store=store,
         event_level=level_number(config.logging.event_level),
         item_metrics=item_metrics,
         failed_calls=failed_calls,
         report_metrics=ReportMetrics(registry, failed_calls.__len__),
-        relay_metrics=relay_metrics, relay=relay)
+        relay_metrics=relay_metrics, relay=relay, stopping=stopping)
 
-    in_flight = InFlight()
+    in_flight, callbacks_in_flight = InFlight(stopping), InFlight(stopping)
     Gauge("signalwire_exporter_http_requests_in_flight",
           "HTTP requests being handled now, this scrape included.",
-          registry=registry).set_function(lambda: float(in_flight.count))
+          registry=registry).set_function(
+              lambda: float(in_flight.count + callbacks_in_flight.count))
 
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[EXPORTER] = exporter
     app[IN_FLIGHT] = in_flight
+    app[CALLBACKS_IN_FLIGHT] = callbacks_in_flight
     app[BASIC_AUTH] = BasicAuth(config.web.basic_auth_users)
 
-    def route(method: str, path: str, handler: Handler) -> None:
+    def route(method: str, path: str, handler: Handler, counter: InFlight = in_flight) -> None:
         if method == "GET":
-            app.router.add_get(path, in_flight.counted(handler))  # HEAD too
+            app.router.add_get(path, counter.counted(handler))  # HEAD too
         else:
-            app.router.add_route(method, path, in_flight.counted(handler))
+            app.router.add_route(method, path, counter.counted(handler))
 
     route("GET", "/", index)
     route("GET", "/metrics", protected(metrics_handler))
     route("GET", "/healthz", healthz)
     for endpoint, process in callbacks.PROCESSORS.items():
-        route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process))
+        route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process),
+              callbacks_in_flight)
     route("*", "/alerts/sms", alerts_sms)
     route("GET", "/reports/failed-calls", protected(failed_calls_report))
     app.cleanup_ctx.append(store_connection)

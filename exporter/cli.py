@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from . import __version__
 from .access import hash_password, tls_context
-from .app import IN_FLIGHT, create_app
+from .app import CALLBACKS_IN_FLIGHT, EXPORTER, IN_FLIGHT, create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
 from .rules import render_rules
@@ -110,14 +110,20 @@ SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
 async def run_server(app: web.Application, config: Config) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish.
+    """Serve until SIGTERM/SIGINT, then stop without losing a request or a count.
 
     aiohttp's own shutdown (web.run_app, runner.cleanup) stops reading from open
     connections at once, so a callback still sending its body would be cut off and
-    the provider would see it fail. So: close the listener, wait (bounded) until no
-    request is in flight, and only then clean up.
+    the provider would see it fail. So, on the signal: refuse new callbacks with 503
+    and answer 503 on /healthz (the load balancer moves traffic to another replica),
+    close every connection after its next answer, let the callbacks in flight finish;
+    with the memory backend, whose counts live only in this process, keep serving
+    /metrics until a scrape has seen them all (bounded by
+    shutdown.final_scrape_timeout_seconds); only then close the listener, wait
+    (bounded) for the last requests, and clean up.
     """
-    in_flight = app[IN_FLIGHT]
+    exporter = app[EXPORTER]
+    in_flight, callbacks_in_flight = app[IN_FLIGHT], app[CALLBACKS_IN_FLIGHT]
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                            keepalive_timeout=config.limits.keepalive_timeout_seconds,
                            max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
@@ -136,10 +142,21 @@ async def run_server(app: web.Application, config: Config) -> None:
             "tls": config.web.tls_cert_file is not None,
             "basic_auth": bool(config.web.basic_auth_users)}})
         await stop.wait()
-        log.info("stopping: finishing in-flight requests",
-                 extra={"fields": {"in_flight": in_flight.count}})
+        exporter.stopping.active = True
+        log.info("stopping: refusing new callbacks, finishing in-flight requests",
+                 extra={"fields": {"in_flight": in_flight.count + callbacks_in_flight.count}})
+        await callbacks_in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)
+        if exporter.store.backend == "memory":
+            timeout = config.shutdown.final_scrape_timeout_seconds
+            log.info("stopping: serving /metrics until the last counts are scraped",
+                     extra={"fields": {"timeout_seconds": timeout}})
+            if not await exporter.stopping.final_scrape(timeout):
+                log.warning("stopping: no scrape came within shutdown."
+                            "final_scrape_timeout_seconds; the last counts are lost",
+                            extra={"fields": {"timeout_seconds": timeout}})
         await site.stop()
         await in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)
+        await callbacks_in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)
     finally:
         await runner.cleanup()
 

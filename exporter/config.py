@@ -221,6 +221,11 @@ class ReportsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShutdownConfig:
+    final_scrape_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class WebConfig:
     """Protection of the read endpoints, after the Prometheus exporter-toolkit web config."""
 
@@ -245,6 +250,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
@@ -325,6 +331,18 @@ def _positive_float(value: Any) -> float:
         raise ValueError("must be a positive number") from None
     if not math.isfinite(number) or number <= 0:
         raise ValueError("must be a positive number")
+    return number
+
+
+def _non_negative(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number >= 0")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number >= 0") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a number >= 0")
     return number
 
 
@@ -478,6 +496,7 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "reports.failed_calls.max_entries": _positive_int,
     "reports.failed_calls.max_age_seconds": _positive_float,
     "reports.failed_calls.mask_numbers": _bool,
+    "shutdown.final_scrape_timeout_seconds": _non_negative,
 }
 
 
@@ -496,18 +515,6 @@ def _duration(value: Any) -> str:
     if not isinstance(value, str) or not _DURATION.match(value):
         raise ValueError("must be a Prometheus duration such as 30s, 15m or 1h")
     return value
-
-
-def _non_negative(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("must be a number >= 0")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be a number >= 0") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError("must be a number >= 0")
-    return number
 
 
 def _ratio(value: Any) -> float:

@@ -18,6 +18,7 @@ Outcome = Literal[
     "unsupported",
     "timeout",
     "method_not_allowed",
+    "stopping",  # 503 after SIGTERM: a load balancer sends it to another replica
 ]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)

@@ -97,6 +97,17 @@ def wait_until_ready(proc: Any, url: str, log: Callable[[], str], timeout: float
     raise RuntimeError(f"{name} not ready after {timeout}s:\n{log()}")
 
 
+def in_flight(url: str) -> float:
+    """The exporter's in-flight gauge, this scrape included."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("signalwire_exporter_http_requests_in_flight "):
+                return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
 class ExporterProcess:
     """The exporter as users run it: ``python -m exporter`` in its own process."""
 

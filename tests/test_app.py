@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp.test_utils import TestClient
 
+from exporter.app import EXPORTER
 from exporter.payloads import DIRECTIONS, FINAL_CALL_STATUSES
 
 from .conftest import ClientFactory, sample, scrape, series
@@ -294,6 +295,37 @@ async def test_openmetrics_when_asked(client: TestClient) -> None:
 async def test_healthz(client: TestClient) -> None:
     response = await client.get("/healthz")
     assert (response.status, await response.text()) == (200, "ok")
+
+
+async def test_stopping_refuses_callbacks_but_serves_metrics(client: TestClient) -> None:
+    # What SIGTERM switches on (cli.run_server; tests/test_cli.py runs the real signal).
+    assert (await post(client, {"CallSid": new_sid(), "CallStatus": "completed",
+                                "Direction": "inbound"}))[0] == 200
+    client.app[EXPORTER].stopping.active = True
+    for endpoint in ("voice", "messaging"):
+        response = await client.post(f"/callbacks/{endpoint}", headers=FORM_HEADERS,
+                                     data="CallSid=c&CallStatus=completed")
+        assert response.status == 503
+        assert response.headers["Connection"] == "close"
+        assert "stopping" in (await response.json())["error"]
+        assert sample(client, "signalwire_exporter_callbacks_total", endpoint=endpoint,
+                      outcome="stopping") == 1
+    response = await client.get("/healthz")
+    assert (response.status, await response.text()) == (503, "stopping")
+    values = await scrape(client)
+    assert values[series("signalwire_calls_total", status="completed",
+                         direction="inbound")] == 1
+
+
+async def test_final_scrape_waits_for_a_scrape_after_the_last_callback(
+        client: TestClient) -> None:
+    stopping = client.app[EXPORTER].stopping
+    assert await stopping.final_scrape(0)  # nothing handled yet: nothing to wait for
+    assert (await post(client, {"CallSid": new_sid(), "CallStatus": "completed"}))[0] == 200
+    assert not await stopping.final_scrape(0)
+    waiting = asyncio.create_task(stopping.final_scrape(60))
+    await scrape(client)
+    assert await waiting
 
 
 # --- found by QA: hostile input that still reached a 5xx -----------------------------------

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from exporter import __version__
+
+from .conftest import in_flight
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,3 +107,138 @@ def test_signing_keys_never_logged(exporter_process: Any) -> None:
     assert exporter.stop() == 0
     assert "PSK_TopSecret123" not in exporter.log()
     assert "unauthorized" in exporter.log()
+
+
+# --- graceful stop -----------------------------------------------------------------------
+
+def call_body(sid: str) -> bytes:
+    return f"CallSid={sid}&CallStatus=completed&Direction=inbound&SequenceNumber=1".encode()
+
+
+def post_head(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+
+
+def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP response from ``sock``: status, headers (lowercase names), body."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    body = response.read()
+    headers = {name.lower(): value for name, value in response.getheaders()}
+    response.close()  # closes its reader, not the socket
+    return response.status, headers, body
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    sock.sendall(request)
+    return answer(sock)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def scraped_value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{series} not in the scrape")
+
+
+COMPLETED = 'signalwire_calls_total{direction="inbound",status="completed"}'
+STOPPING = 'signalwire_exporter_callbacks_total{endpoint="voice",outcome="stopping"}'
+
+
+def test_sigterm_answers_every_request_received_and_waits_for_the_final_scrape(
+        exporter_process: Any) -> None:
+    # The bound is far above anything this test waits, so the exit can only come from
+    # the scrape.
+    exporter = exporter_process("shutdown:\n  final_scrape_timeout_seconds: 600\n")
+    path = "/callbacks/voice"
+    sockets = [socket.create_connection(("127.0.0.1", exporter.port), timeout=15)
+               for _ in range(12)]
+    try:
+        # Keep-alive connections that have already carried a callback each.
+        for n, sock in enumerate(sockets):
+            body = call_body(f"before-{n}")
+            status, headers, _ = exchange(sock, post_head(path, body) + body)
+            assert status == 200 and headers.get("connection") != "close"
+        idle = sockets[:6]
+        # On the other half a second callback is in flight: headers and part of the body.
+        busy = [(sock, call_body(f"in-flight-{n}")) for n, sock in enumerate(sockets[6:])]
+        for sock, body in busy:
+            sock.sendall(post_head(path, body) + body[:10])
+        for _ in range(200):  # until every handler waits for the rest of its body
+            if in_flight(exporter.url) == len(busy) + 1:  # and this scrape
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the callbacks never got in flight")
+        exporter.proc.send_signal(signal.SIGTERM)
+        for _ in range(200):  # until the replica leaves the load balancer's rotation
+            if get(f"{exporter.url}/healthz") == (503, "stopping"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"/healthz never said stopping\n{exporter.log()}")
+
+        # Every request already received gets its answer: the callbacks in flight count...
+        for sock, body in busy:
+            sock.sendall(body[10:])
+            status, headers, _ = answer(sock)
+            assert status == 200
+            assert headers["connection"] == "close"  # come back on a new connection
+        # ...new callbacks, on the open keep-alive connections or new ones, are refused.
+        for sock in idle:
+            body = call_body("after")
+            status, headers, text = exchange(sock, post_head(path, body) + body)
+            assert status == 503 and headers["connection"] == "close"
+            assert "stopping" in json.loads(text)["error"]
+        refused = urllib.request.Request(f"{exporter.url}{path}", data=call_body("after"),
+                                         method="POST")
+        assert get_status(refused) == 503
+        assert exporter.proc.poll() is None, "exited before the last counts were scraped"
+
+        status, text = get(f"{exporter.url}/metrics")
+        assert status == 200
+        assert scraped_value(text, COMPLETED) == 18  # 12 before SIGTERM, 6 in flight
+        assert scraped_value(text, STOPPING) == len(idle) + 1
+        assert exporter.proc.wait(60) == 0
+    finally:
+        for sock in sockets:
+            sock.close()
+    log = exporter.log()
+    assert "serving /metrics until the last counts are scraped" in log
+    assert "Traceback" not in log
+
+
+def get_status(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_sigterm_gives_up_waiting_for_a_scrape_after_the_timeout(exporter_process: Any) -> None:
+    exporter = exporter_process("shutdown:\n  final_scrape_timeout_seconds: 0.5\n")
+    request = urllib.request.Request(f"{exporter.url}/callbacks/voice",
+                                     data=call_body("unscraped"), method="POST")
+    assert get_status(request) == 200
+    assert exporter.stop() == 0
+    assert "no scrape came within" in exporter.log()
+
+
+def test_sigterm_exits_at_once_when_every_callback_was_scraped(exporter_process: Any) -> None:
+    exporter = exporter_process("shutdown:\n  final_scrape_timeout_seconds: 600\n")
+    request = urllib.request.Request(f"{exporter.url}/callbacks/voice",
+                                     data=call_body("scraped"), method="POST")
+    assert get_status(request) == 200
+    assert scraped_value(get(f"{exporter.url}/metrics")[1], COMPLETED) == 1
+    assert exporter.stop() == 0

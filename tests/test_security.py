@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient
 from exporter import signature
 from exporter.access import hash_password, parse_basic
 
-from .conftest import ROOT, ClientFactory, require_tool, sample, scrape
+from .conftest import ROOT, ClientFactory, in_flight, require_tool, sample, scrape
 
 KEY = "PSK_http_level_secret_91c2"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -349,14 +349,6 @@ def test_hash_password_command_and_check_config(tmp_path: Path) -> None:
 
 # --- graceful shutdown --------------------------------------------------------------------
 
-def in_flight(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("signalwire_exporter_http_requests_in_flight "):
-                return float(line.split()[1])
-    raise AssertionError("no in-flight gauge")
-
-
 def test_sigterm_lets_an_in_flight_callback_finish_and_count(exporter_process: Any) -> None:
     exporter = exporter_process("logging:\n  format: json\n")
     body = urlencode(callback("in-flight-1")).encode()
@@ -374,6 +366,10 @@ def test_sigterm_lets_an_in_flight_callback_finish_and_count(exporter_process: A
         sock.sendall(body[10:])
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 200")
+    # The memory backend keeps serving /metrics until a scrape has seen that callback.
+    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
+        assert (b'signalwire_calls_total{direction="inbound",status="completed"} 1.0'
+                in response.read())
     assert exporter.stop() == 0
     log = exporter.log()
     assert '"call_sid": "in-flight-1"' in log and '"outcome": "accepted"' in log
