@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -209,6 +209,41 @@ SMS_REQUIRED = ("space_url", "project_id", "api_token", "from_number", "to_numbe
 
 
 @dataclass(frozen=True, slots=True)
+class SignalWireApiConfig:
+    """Credentials of the SignalWire REST API (reconciliation, prices, and the SMS relay's
+    fallback); unset until ``space_url`` is set."""
+
+    space_url: str | None = None
+    project_id: str = ""
+    api_token: str = ""
+    timeout_seconds: float = 10.0
+    max_attempts: int = 3
+
+    @property
+    def enabled(self) -> bool:
+        return self.space_url is not None
+
+    def __repr__(self) -> str:  # never print the token
+        return (f"SignalWireApiConfig(space_url={self.space_url!r}, "
+                f"project_id={self.project_id!r}, api_token=<hidden>, "
+                f"timeout_seconds={self.timeout_seconds!r}, "
+                f"max_attempts={self.max_attempts!r})")
+
+
+API_REQUIRED = ("space_url", "project_id", "api_token")
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    """Looking up calls whose final callback never came, and call prices (reconcile.py)."""
+
+    enabled: bool = False
+    after_seconds: float = 900.0
+    max_requests_per_second: float = 2.0
+    fetch_price: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class FailedCallsReportConfig:
     max_entries: int = 1000
     max_age_seconds: float = 86400.0
@@ -249,6 +284,8 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    signalwire_api: SignalWireApiConfig = field(default_factory=SignalWireApiConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -493,6 +530,15 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "sms.retry_initial_delay_seconds": _positive_float,
     "sms.max_length": _sms_length,
     "sms.max_payload_bytes": _positive_int,
+    "signalwire_api.space_url": _space_url,
+    "signalwire_api.project_id": _text,
+    "signalwire_api.api_token": _text,
+    "signalwire_api.timeout_seconds": _positive_float,
+    "signalwire_api.max_attempts": _positive_int,
+    "reconcile.enabled": _bool,
+    "reconcile.after_seconds": _positive_float,
+    "reconcile.max_requests_per_second": _positive_float,
+    "reconcile.fetch_price": _bool,
     "reports.failed_calls.max_entries": _positive_int,
     "reports.failed_calls.max_age_seconds": _positive_float,
     "reports.failed_calls.mask_numbers": _bool,
@@ -617,7 +663,9 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
             )
         if (config.web.tls_cert_file is None) != (config.web.tls_key_file is None):
             errors.append("web: tls_cert_file and tls_key_file must be set together")
+        config = _sms_fallback(config)
         errors.extend(_sms_errors(config.sms))
+        errors.extend(_api_errors(config))
         if config.alerts.call_quality_low.mos_below not in config.buckets.mos:
             errors.append("alerts.call_quality_low.mos_below: must be one of buckets.mos "
                           "(the alert reads that histogram bucket)")
@@ -631,7 +679,35 @@ def _sms_errors(sms: SmsConfig) -> list[str]:
     if not given:
         return []
     return [f"sms.{key}: required when sms.{given[0]} is set"
+            + (f" (or set signalwire_api.{key})" if key in API_REQUIRED else "")
             for key in SMS_REQUIRED if key not in given]
+
+
+def _sms_fallback(config: Config) -> Config:
+    """The relay's unset space_url, project_id and api_token come from ``signalwire_api``,
+    once the relay is configured at all (from, to or webhook token given)."""
+    sms, api = config.sms, config.signalwire_api
+    if not (sms.from_number or sms.to_numbers or sms.webhook_token):
+        return config
+    fallback = {key: getattr(api, key) for key in API_REQUIRED
+                if not getattr(sms, key) and getattr(api, key)}
+    return replace(config, sms=replace(sms, **fallback)) if fallback else config
+
+
+def _api_errors(config: Config) -> list[str]:
+    api, reconcile = config.signalwire_api, config.reconcile
+    given = [key for key in API_REQUIRED if getattr(api, key)]
+    errors = [f"signalwire_api.{key}: required when signalwire_api.{given[0]} is set"
+              for key in API_REQUIRED if given and key not in given]
+    if reconcile.enabled and not given:
+        errors.append("reconcile.enabled: needs the REST API credentials: set "
+                      "signalwire_api.space_url, project_id and api_token")
+    if reconcile.fetch_price and not reconcile.enabled:
+        errors.append("reconcile.fetch_price: needs reconcile.enabled: true")
+    if reconcile.enabled and reconcile.after_seconds >= config.tracking.call_ttl_seconds:
+        errors.append("reconcile.after_seconds: must be less than "
+                      "tracking.call_ttl_seconds (calls would be forgotten before a lookup)")
+    return errors
 
 
 def load_config(path: str | os.PathLike[str] | None,

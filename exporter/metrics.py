@@ -223,6 +223,17 @@ class ExporterMetrics:
             "signalwire_exporter_timestamp_errors_total",
             "Callbacks whose Timestamp could not be parsed (receive time not used for delays).",
             ("endpoint",))
+        self.reconciled = counter(
+            "signalwire_calls_reconciled_total",
+            "Calls whose final status came from the REST API because no final callback "
+            "arrived (also counted in signalwire_calls_total), once per call.", ("status",))
+        self.price = counter(
+            "signalwire_call_price_total",
+            "What calls that reached a final status cost, as the REST API reports it, in "
+            "units of the currency (positive = charged), once per call.",
+            ("direction", "currency"))
+        for status in sorted(FINAL_CALL_STATUSES):
+            self.reconciled.labels(status)
         tracked = Gauge("signalwire_exporter_tracked_calls",
                         "Calls currently held in the per-call tracking store.",
                         registry=registry)
@@ -482,3 +493,28 @@ class ReportMetrics:
 
     def request(self, outcome: str) -> None:
         self.requests.labels(outcome).inc()
+
+
+# --- REST API client ---------------------------------------------------------------------------
+
+# One per attempt: ok, not_found (404: the API does not know the call), client_error (other
+# 4xx, not retried), invalid (2xx whose body is not what the API documents), and the
+# retried ones.
+CALLS_API_OUTCOMES: tuple[str, ...] = (
+    "ok", "not_found", "client_error", "invalid", "server_error", "rate_limited", "timeout",
+    "connection_error")
+
+
+class ApiMetrics:
+    """Requests of the REST API client (signalwire_api.py): this replica's own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "signalwire_exporter_api_requests_total",
+            "Requests to the SignalWire REST API for reconciliation and prices, retries "
+            "and list pages included, by outcome.", ["outcome"], registry=registry)
+        self._requests = {outcome: self.requests.labels(outcome)
+                          for outcome in CALLS_API_OUTCOMES}
+
+    def request(self, outcome: str) -> None:
+        self._requests[outcome].inc()

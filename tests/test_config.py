@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -79,6 +80,37 @@ def test_every_error_names_its_key() -> None:
                 "buckets.jitter_seconds", "logging.level", "surprise"):
         assert f"{key}:" in text, key
     assert "MISSING" in text
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"reconcile": {"enabled": True}},
+     "reconcile.enabled: needs the REST API credentials: set signalwire_api.space_url, "
+     "project_id and api_token"),
+    ({"signalwire_api": {"space_url": "example.signalwire.com"}},
+     "signalwire_api.project_id: required when signalwire_api.space_url is set"),
+    ({"reconcile": {"fetch_price": True}},
+     "reconcile.fetch_price: needs reconcile.enabled: true"),
+    ({"reconcile": {"enabled": True, "after_seconds": 7200},
+      "tracking": {"call_ttl_seconds": 3600},
+      "signalwire_api": {"space_url": "x.signalwire.com", "project_id": "p",
+                         "api_token": "t"}},
+     "reconcile.after_seconds: must be less than tracking.call_ttl_seconds (calls would be "
+     "forgotten before a lookup)"),
+])
+def test_reconcile_needs_credentials_and_consistent_timing(section: dict[str, Any],
+                                                           message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(section, environ={})
+    assert message in info.value.errors
+
+
+def test_the_api_token_never_shows_in_the_config_repr() -> None:
+    config = parse_config({"signalwire_api": {
+        "space_url": "example.signalwire.com", "project_id": "p",
+        "api_token": "${SIGNALWIRE_API_TOKEN}"}}, environ={"SIGNALWIRE_API_TOKEN": "PT-hush"})
+    assert config.signalwire_api.api_token == "PT-hush"
+    assert config.signalwire_api.space_url == "https://example.signalwire.com"
+    assert "PT-hush" not in repr(config)
 
 
 def test_mos_buckets_must_keep_quality_tiers() -> None:

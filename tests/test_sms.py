@@ -175,6 +175,7 @@ def test_half_configured_relay_names_every_missing_key() -> None:
         parse_config({"sms": {"space_url": "example.signalwire.com"}}, environ={})
     assert sorted(info.value.errors) == sorted(
         f"sms.{key}: required when sms.space_url is set"
+        + (f" (or set signalwire_api.{key})" if key in ("project_id", "api_token") else "")
         for key in ("project_id", "api_token", "from_number", "to_numbers", "webhook_token"))
 
 
@@ -215,6 +216,21 @@ async def test_each_recipient_gets_one_sms(exporter_client: ClientFactory,
     assert fake_api.refused == []
     assert sample(client, "signalwire_exporter_sms_total", result="sent") == 2
     assert sample(client, "signalwire_exporter_alert_notifications_total", outcome="sent") == 1
+
+
+async def test_the_relay_uses_the_signalwire_api_credentials_when_its_own_are_unset(
+        exporter_client: ClientFactory, fake_api: FakeSignalWire) -> None:
+    own = {key: value for key, value in relay_config(fake_api)["sms"].items()
+           if key not in ("space_url", "project_id", "api_token")}
+    client = await exporter_client({"sms": own, "signalwire_api": fake_api.api_config()})
+    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    assert response.status == 200 and fake_api.refused == []
+    assert [m["Body"] for m in fake_api.messages] == [FIRING_SMS]
+
+
+def test_api_credentials_alone_do_not_turn_the_relay_on(fake_api: FakeSignalWire) -> None:
+    config = parse_config({"signalwire_api": fake_api.api_config()}, environ={})
+    assert not config.sms.enabled
 
 
 async def test_resolved_and_basic_auth(exporter_client: ClientFactory,
