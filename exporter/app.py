@@ -239,6 +239,7 @@ async def index(request: web.Request) -> web.Response:
         "POST /callbacks/messaging     SMS/MMS status callbacks\n"
         "POST /callbacks/recording     recording status callbacks\n"
         "POST /callbacks/transcription transcription callbacks\n"
+        "POST /callbacks/calling       SWML/RELAY/Calling API calling.* events (JSON)\n"
         "POST /alerts/sms              Alertmanager webhook → SMS (when configured)\n"
         "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1)\n"))
 

@@ -4,7 +4,8 @@ parse (``payloads``) → track (``calls``, ``statuses``) → record (``metrics``
 event log line. A processor returns the outcome the request is counted under; a
 ``Rejected`` it raises (a bad field) becomes the request's 4xx in ``app``. Calls have
 their own tracker (they carry a SequenceNumber); messages, recordings and
-transcriptions share one path, each kind with its own ``Lifecycle``.
+transcriptions share one path, each kind with its own ``Lifecycle``. SignalWire's JSON
+``calling.*`` events are mapped onto those same trackers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import Outcome
 from .logs import EVENT_LOGGER
-from .metrics import ItemEvent, wants
+from .metrics import CALLING_EVENTS, ItemEvent, wants
 from .payloads import (
     FINAL_MESSAGE_STATUSES,
     FINAL_RECORDING_STATUSES,
@@ -24,7 +25,9 @@ from .payloads import (
     MESSAGE_STATUSES,
     RECORDING_STATUSES,
     TRANSCRIPTION_STATUSES,
+    RecordingEvent,
     parse_call_event,
+    parse_calling_event,
     parse_message_event,
     parse_recording_event,
     parse_transcription_event,
@@ -88,10 +91,45 @@ async def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str
     return outcome
 
 
+async def process_calling(exporter: Exporter, fields: dict[str, str],
+                          endpoint: str) -> Outcome:
+    """SignalWire's JSON ``calling.*`` events (SWML, RELAY, the Calling API).
+
+    Each event is counted once by type and state (``Store.count_once``, keyed on what a
+    retry shares with it); only its first delivery goes on: a call-state event to the
+    call tracker as the CallEvent it maps to (``payloads._CALL_STATES``), a record or
+    transcript event to the recording or transcription tracker.
+    """
+    event = parse_calling_event(fields)
+    store = exporter.store
+    first = await store.count_once(event.key, exporter.config.tracking.call_ttl_seconds,
+                                   CALLING_EVENTS, (event.event_type, event.state))
+    late = False
+    final: str | None = None
+    if first and event.call is not None:
+        decision = await store.call(event.call, store.clock())
+        if not decision.duplicate:
+            exporter.metrics.record_call_event(event.call, decision)
+        late, final = decision.late, decision.final_status
+    elif first and event.item is not None:
+        kind = "recording" if isinstance(event.item, RecordingEvent) else "transcription"
+        item = await store.item(kind, event.item, store.clock(), wants(event.item))
+        if not item.duplicate and item.late:
+            exporter.metrics.late_events.labels(endpoint).inc()
+        late, final = item.late, item.final_status
+    outcome: Outcome = "accepted" if first else "duplicate"
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, "calling event", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, "late": late, "final": final,
+            **event.log_fields()}})
+    return outcome
+
+
 # Endpoint (/callbacks/<endpoint>, also the endpoint label value) → its processor.
 PROCESSORS: dict[str, Processor] = {
     "voice": process_call,
     "inbound": process_call,
     **dict.fromkeys(LIFECYCLES, process_item),
+    "calling": process_calling,
 }
 

@@ -164,11 +164,18 @@ class Departed:
 # while one event is applied. Out-of-range values (sequence numbers past 2**32 - 2,
 # timestamps outside 1970-2514) are clamped or ignored rather than widening every call.
 _DIRECTION_INDEX = {direction: index for index, direction in enumerate(DIRECTIONS)}
+assert len(DIRECTIONS) <= 8, "widen _DIRECTION_BITS"
 _SEQ_MAX = (1 << 32) - 1  # stored as last_seq + 1
 _MS_MASK = (1 << 44) - 1  # created, in milliseconds of the tracker's clock
 _STAMP_BITS = 34
 _STAMP_MASK = (1 << _STAMP_BITS) - 1  # a Timestamp in epoch seconds, stored + 1
-_SHIFT_FINAL, _SHIFT_FLAGS, _SHIFT_SEQ, _SHIFT_CREATED, _SHIFT_STAMPS = 2, 6, 12, 44, 88
+_DIRECTION_BITS = 3  # five directions
+_DIRECTION_MASK = (1 << _DIRECTION_BITS) - 1
+_SHIFT_FINAL = _DIRECTION_BITS  # 4 bits: 0 or a CALL_STATUSES index + 1
+_SHIFT_FLAGS = _SHIFT_FINAL + 4  # 6 bits
+_SHIFT_SEQ = _SHIFT_FLAGS + 6  # 32 bits
+_SHIFT_CREATED = _SHIFT_SEQ + 32  # 44 bits
+_SHIFT_STAMPS = _SHIFT_CREATED + 44  # 3 x _STAMP_BITS
 _SHIFT_SEEN = _SHIFT_STAMPS + 3 * _STAMP_BITS
 
 
@@ -195,7 +202,7 @@ def pack(state: CallState) -> int:
 
 def unpack(packed: int) -> CallState:
     state = CallState.__new__(CallState)
-    state.direction = DIRECTIONS[packed & 3]
+    state.direction = DIRECTIONS[packed & _DIRECTION_MASK]
     state.created = _created(packed)
     state.extra = None
     final = packed >> _SHIFT_FINAL & 15

@@ -29,7 +29,9 @@ from .config import BucketsConfig
 from .errors import OUTCOMES
 from .payloads import (
     CALL_STATUSES,
+    CALLING_EVENT_STATES,
     DIRECTIONS,
+    END_REASONS,
     FINAL_CALL_STATUSES,
     FINAL_MESSAGE_STATUSES,
     MESSAGE_ERROR_CODES,
@@ -44,8 +46,9 @@ from .payloads import (
 )
 from .statuses import StatusDecision
 
-CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound")
-ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription")
+CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "calling")
+ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription",
+                              "calling")
 
 # Final SIP responses worth telling apart; anything else is "other" (label stays bounded).
 SIP_CODES: frozenset[int] = frozenset((
@@ -55,6 +58,9 @@ SIP_CODES: frozenset[int] = frozenset((
     500, 501, 502, 503, 504, 505, 513, 580,
     600, 603, 604, 606, 607, 608,
 ))
+
+# Counter families Store.count_once adds to (ExporterMetrics.once_counters)
+CALLING_EVENTS = "signalwire_calling_events_total"
 
 _JITTER_UNIT = 0.001  # AudioInJitter*Variance arrive in milliseconds (reference §2)
 
@@ -205,6 +211,17 @@ class ExporterMetrics:
             "Calls dropped from tracking without a final status "
             "(reason: ttl = too old, capacity = store full).",
             ("direction", "reason"))
+        self.end_reasons = PlainCounter(
+            "signalwire_call_end_reasons_total",
+            "Why calls of SignalWire's JSON call-state events ended (end_reason, "
+            "normalised; unknown for new values), once per call with its final status.",
+            ("reason", "direction"), itertools.product(END_REASONS, DIRECTIONS))
+        self.calling_events = PlainCounter(
+            CALLING_EVENTS,
+            "JSON calling.* events received (SWML, RELAY, Calling API) by event type and "
+            "state, each event once; unknown for new values.",
+            ("event_type", "state"),
+            [(kind, state) for kind, states in CALLING_EVENT_STATES.items() for state in states])
         self.callbacks = PlainCounter(
             "signalwire_exporter_callbacks_total",
             "Requests to callback endpoints by outcome.", ("endpoint", "outcome"),
@@ -212,7 +229,12 @@ class ExporterMetrics:
         registry.register(PlainSeries((
             self.status_events, self.calls, self.duration, self.mos, self.jitter_max,
             self.jitter_min, self.packet_loss, self.audio_packets, self.post_dial_delay,
-            self.time_to_answer, self.sip_responses, self.callbacks)))
+            self.time_to_answer, self.sip_responses, self.end_reasons, self.calling_events,
+            self.callbacks)))
+        # The cluster-wide counters that no tracker decides: Store.count_once adds to them
+        # by family name.
+        self.once_counters: dict[str, PlainCounter] = {
+            counter.name: counter for counter in (self.calling_events,)}
         self.late_events = counter(
             "signalwire_exporter_late_events_total",
             "Events that arrived after a newer event of the same call, or non-final statuses "
@@ -278,6 +300,8 @@ class ExporterMetrics:
         self.status_events.inc((decision.status, direction))
         if decision.final_status is not None:
             self.calls.inc((decision.final_status, direction))
+            if event.end_reason is not None:
+                self.end_reasons.inc((event.end_reason, direction))
         if decision.in_progress_delta:
             self._in_progress[direction].inc(decision.in_progress_delta)
         if decision.moved_from is not None:

@@ -13,6 +13,7 @@ import codecs
 import email.parser
 import email.policy
 import functools
+import hashlib
 import json
 import math
 import re
@@ -41,7 +42,8 @@ CALL_STATUSES: tuple[str, ...] = (
 FINAL_CALL_STATUSES: frozenset[str] = frozenset(
     ("completed", "busy", "failed", "no-answer", "canceled")
 )
-DIRECTIONS: tuple[str, ...] = ("inbound", "outbound-api", "outbound-dial", "unknown")
+# "outbound": SignalWire's JSON calling events (SWML, RELAY, Calling API) say only that.
+DIRECTIONS: tuple[str, ...] = ("inbound", "outbound-api", "outbound-dial", "outbound", "unknown")
 
 _STATUS_ALIASES = {"answered": "in-progress"}
 _KNOWN_STATUSES = frozenset(CALL_STATUSES) - {"unknown"}
@@ -175,23 +177,36 @@ def decode_json(body: bytes) -> Any:
 
 
 def _json_pairs(body: bytes, max_fields: int) -> list[tuple[str, str]]:
+    """A JSON object's fields; nested objects flattened to dotted names.
+
+    ``{"params": {"call_id": "c1"}}`` gives ``("params.call_id", "c1")``: SignalWire's
+    JSON callbacks (``calling.*`` events, the message callback's ``custom_variables``)
+    nest their fields, and every processor reads flat names. Arrays carry nothing a
+    metric uses and are skipped; null is absent.
+    """
     document = decode_json(body)
     if not isinstance(document, dict):
         raise invalid("JSON body must be an object of callback fields")
-    if len(document) > max_fields:
-        raise invalid(f"too many fields (limit {max_fields})")
     pairs: list[tuple[str, str]] = []
-    for name, value in document.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            pairs.append((name, "true" if value else "false"))
-        elif isinstance(value, str):
-            pairs.append((name, value))
-        elif isinstance(value, int | float):
-            pairs.append((name, repr(value)))
-        else:
-            raise invalid(f"field {name[:64]!r} must be a string or a number")
+    # (prefix, object) still to flatten, kept in body order: an explicit stack, so a
+    # deeply nested body costs no recursion
+    pending: list[tuple[str, dict[str, Any]]] = [("", document)]
+    while pending:
+        prefix, node = pending.pop()
+        nested: list[tuple[str, dict[str, Any]]] = []
+        for key, value in node.items():
+            name = prefix + key
+            if isinstance(value, str):
+                pairs.append((name, value))
+            elif isinstance(value, bool):
+                pairs.append((name, "true" if value else "false"))
+            elif isinstance(value, int | float):
+                pairs.append((name, repr(value)))
+            elif isinstance(value, dict):
+                nested.append((name + ".", value))
+            if len(pairs) > max_fields:
+                raise invalid(f"too many fields (limit {max_fields})")
+        pending.extend(reversed(nested))
     return pairs
 
 
@@ -299,6 +314,8 @@ class CallEvent:
     raw_status: str = ""
     # the final status to record instead of ``status`` if the call was never answered
     unanswered_status: str | None = None
+    # why a JSON calling event's call ended: a member of END_REASONS (None elsewhere)
+    end_reason: str | None = None
     account_sid: str | None = None
     parent_call_sid: str | None = None
     from_: str | None = None
@@ -622,3 +639,211 @@ def parse_transcription_event(fields: Mapping[str, str]) -> TranscriptionEvent:
         recording_sid=_text(fields, "RecordingSid"), call_sid=_text(fields, "CallSid"),
         account_sid=_text(fields, "AccountSid"),
         transcription_url=_text(fields, "TranscriptionUrl"))
+
+
+# --- SignalWire's JSON calling events (SWML, RELAY, the Calling API) ----------------------
+# Reference §6.1-6.2. The body's nested fields arrive flattened (``params.call_id``). Each
+# event type has its own closed list of states (label values), anything else is "unknown".
+
+CALL_STATE_EVENT = "calling.call.state"
+CALLING_EVENT_STATES: dict[str, tuple[str, ...]] = {
+    CALL_STATE_EVENT: ("queued", "created", "initiated", "ringing", "answered", "ending",
+                       "ended", "unknown"),
+    "calling.call.connect": ("connecting", "connected", "failed", "disconnected", "unknown"),
+    "calling.call.record": ("recording", "paused", "finished", "no_input", "error", "unknown"),
+    "calling.call.stream": ("streaming", "finished", "unknown"),
+    "calling.transcript.completed": ("completed",),  # the state is the event type's suffix
+    "calling.transcript.failed": ("failed",),
+    "unknown": ("unknown",),
+}
+CALLING_EVENT_TYPES: tuple[str, ...] = tuple(CALLING_EVENT_STATES)
+
+# Why a call ended (``params.end_reason``): SWML's and RELAY's spellings, normalised.
+END_REASONS: tuple[str, ...] = ("hangup", "busy", "no_answer", "cancel", "declined", "error",
+                                "abandoned", "max_duration", "not_found", "unknown")
+_END_REASON_ALIASES = {"noanswer": "no_answer", "decline": "declined",
+                       "maxduration": "max_duration", "notfound": "not_found",
+                       "canceled": "cancel", "cancelled": "cancel"}
+
+# call_state → (its position in a call's life, the CallStatus it means). The position is
+# the CallEvent's sequence number: the call tracker then de-duplicates on (call_id,
+# call_state) and orders events by state, as it does with SequenceNumber. ``ending``
+# (the hangup under way) and unknown states are no CallStatus: counted as events only.
+_CALL_STATES: dict[str, tuple[int, str]] = {
+    "queued": (0, "queued"), "created": (1, "initiated"), "initiated": (1, "initiated"),
+    "ringing": (2, "ringing"), "answered": (3, "in-progress"), "ended": (5, "completed"),
+}
+# ended: the final status an end reason means whether or not the call was answered...
+_END_STATUS = {"busy": "busy", "no_answer": "no-answer", "cancel": "canceled",
+               "declined": "busy", "error": "failed", "not_found": "failed"}
+# ... else ``completed`` if answered, and if never answered (no ``answered`` event, no
+# ``answer_time``) this instead: a hangup before the answer is a cancel, like the
+# Compatibility API's; an unknown reason on an unanswered call is a failure.
+_UNANSWERED_END = {"hangup": "canceled", "abandoned": "canceled", "max_duration": "canceled"}
+
+# calling.call.record state → recording status; ``paused`` is none (counted as an event only)
+_RECORD_STATUSES = {"recording": "in-progress", "finished": "completed", "no_input": "absent",
+                    "error": "failed", "unknown": "unknown"}
+
+_MS_EPOCH = 1e11  # a time past this is in milliseconds (1e11 seconds is the year 5138)
+
+
+def normalize_end_reason(raw: str | None) -> str:
+    """``noAnswer``, ``no_answer``, ``no-answer`` → ``no_answer``; anything new → unknown."""
+    reason = (raw or "").strip().lower().replace("-", "_")
+    if reason in END_REASONS:
+        return reason
+    return _END_REASON_ALIASES.get(reason.replace("_", ""), "unknown")
+
+
+def _epoch(text: str) -> datetime:
+    """Seconds (``timestamp``) or milliseconds (``start_time``…) since the epoch → UTC."""
+    value = _float(text)
+    return datetime.fromtimestamp(value / 1000 if value > _MS_EPOCH else value, UTC)
+
+
+def _epoch_field(fields: Mapping[str, str], name: str) -> datetime | None:
+    """An event time the metrics use: absent (or 0, RELAY's "not yet") is None; bad is a 400."""
+    text = fields.get(name)
+    if not text or not text.strip() or text.strip() in ("0", "0.0"):
+        return None
+    try:
+        return _epoch(text)
+    except (ValueError, OverflowError, OSError):
+        raise invalid(f"field {name} has an invalid value") from None
+
+
+def _event_time(fields: Mapping[str, str]) -> tuple[datetime | None, bool]:
+    """(top-level ``timestamp``, whether one was given but unreadable), like ``_timestamp``."""
+    text = fields.get("timestamp")
+    if not text or not text.strip():
+        return None, False
+    try:
+        return _epoch(text), False
+    except (ValueError, OverflowError, OSError):
+        return None, True
+
+
+def _short_id(fields: Mapping[str, str], name: str) -> str | None:
+    value = _text(fields, name)
+    if value is not None and len(value) > MAX_SID_LENGTH:
+        raise invalid(f"field {name} is longer than {MAX_SID_LENGTH} characters")
+    return value
+
+
+def event_key(kind: str, *parts: str | None) -> str:
+    """A fixed-size key for ``Store.count_once``: what a retry of one event shares with it."""
+    digest = hashlib.blake2b("\x1f".join(part or "" for part in parts).encode("utf-8",
+                             "surrogatepass"), digest_size=16).hexdigest()
+    return f"{kind}:{digest}"
+
+
+@dataclass(slots=True)
+class CallingEvent:
+    """One JSON ``calling.*`` event: its bounded labels, and what it feeds.
+
+    ``call`` is set for a call-state event with a CallStatus (the call tracker's input),
+    ``item`` for a record or transcript event (the recording or transcription
+    tracker's); ``key`` de-duplicates the event itself (``Store.count_once``).
+    """
+
+    event_type: str
+    state: str
+    key: str
+    call_id: str | None
+    call: CallEvent | None = None
+    item: RecordingEvent | TranscriptionEvent | None = None
+
+    def log_fields(self) -> dict[str, object]:
+        """Labels and ids only: ``device`` (phone numbers, SIP URIs) is never logged."""
+        fields: dict[str, object] = {"event_type": self.event_type, "state": self.state,
+                                     "call_id": self.call_id}
+        if self.call is not None:
+            fields.update(status=self.call.status, end_reason=self.call.end_reason,
+                          timestamp=self.call.timestamp.isoformat()
+                          if self.call.timestamp else None)
+        if self.item is not None:
+            fields.update(item_sid=self.item.sid, item_status=self.item.status)
+        return fields
+
+
+def parse_calling_event(fields: Mapping[str, str]) -> CallingEvent:
+    """Typed ``calling.*`` event; a call-state event needs ``call_id`` and ``call_state``.
+
+    Any other event is accepted with whatever it carries: an unknown ``event_type`` or
+    state is counted as ``unknown``, never refused.
+    """
+    raw_type = fields.get("event_type", "").strip()
+    if not raw_type and "params.call_state" in fields:
+        raw_type = CALL_STATE_EVENT  # the Calling API's status_url body may omit it
+    if not raw_type:
+        raise invalid("missing required field event_type")
+    event_type = raw_type.lower() if raw_type.lower() in CALLING_EVENT_STATES else "unknown"
+    if event_type == CALL_STATE_EVENT:
+        call_id: str | None = required_sid(fields, "params.call_id")
+        raw_state = required(fields, "params.call_state")
+    else:
+        call_id = _short_id(fields, "params.call_id")
+        raw_state = (event_type.rpartition(".")[2] if event_type.startswith("calling.transcript")
+                     else fields.get("params.connect_state") or fields.get("params.state", ""))
+    state = normalize(raw_state, CALLING_EVENT_STATES[event_type])
+    control_id = _short_id(fields, "params.control_id")
+    if event_type == CALL_STATE_EVENT:
+        # de-duplicated on (call_id, call_state), the order the issue and the tracker keep
+        key = event_key("calling", event_type, call_id, raw_state.lower())
+    else:
+        key = event_key("calling", raw_type, call_id, control_id, raw_state,
+                        fields.get("timestamp"))
+    event = CallingEvent(event_type=event_type, state=state, key=key, call_id=call_id)
+    if event_type == CALL_STATE_EVENT and state in _CALL_STATES:
+        event.call = _call_state_event(fields, call_id or "", state, raw_state)
+    elif event_type == "calling.call.record" and state in _RECORD_STATUSES:
+        sid = control_id or call_id
+        if sid is not None:
+            duration = _optional(fields, "params.record.duration", _float, True)
+            event.item = RecordingEvent(
+                sid=sid, status=_RECORD_STATUSES[state], raw_status=raw_state,
+                call_sid=call_id, account_sid=_text(fields, "project_id"),
+                recording_url=_text(fields, "params.record.url"),
+                duration=None if duration is None else round(duration))
+    elif event_type.startswith("calling.transcript."):
+        sid = control_id or call_id
+        if sid is not None:
+            text = fields.get("params.text")
+            event.item = TranscriptionEvent(
+                sid=sid, status=state, raw_status=raw_state,
+                text_length=None if text is None else len(text), call_sid=call_id,
+                account_sid=_text(fields, "project_id"))
+    return event
+
+
+def _call_state_event(fields: Mapping[str, str], call_id: str, state: str,
+                      raw_state: str) -> CallEvent:
+    """The call-state event as the CallEvent the call tracker already knows (see _CALL_STATES)."""
+    sequence, status = _CALL_STATES[state]
+    get = fields.get
+    event = CallEvent(call_sid=call_id, status=status, endpoint="calling", raw_status=raw_state,
+                      direction=normalize_direction(get("params.direction")),
+                      sequence_number=sequence, account_sid=_text(fields, "project_id"),
+                      parent_call_sid=_text(fields, "params.parent.call_id"),
+                      from_=_text(fields, "params.device.params.from_number")
+                      or _text(fields, "params.device.params.from"),
+                      to=_text(fields, "params.device.params.to_number")
+                      or _text(fields, "params.device.params.to"))
+    event.timestamp, event.timestamp_invalid = _event_time(fields)
+    own_time = {"queued": "params.start_time", "created": "params.start_time",
+                "initiated": "params.start_time", "answered": "params.answer_time",
+                "ended": "params.end_time"}.get(state)
+    if event.timestamp is None and own_time is not None:
+        event.timestamp = _epoch_field(fields, own_time)
+    if state == "ended":
+        reason = event.end_reason = normalize_end_reason(get("params.end_reason"))
+        answered = _epoch_field(fields, "params.answer_time")
+        ended = _epoch_field(fields, "params.end_time")
+        if reason in _END_STATUS:
+            event.status = _END_STATUS[reason]
+        elif answered is None:
+            event.unanswered_status = _UNANSWERED_END.get(reason, "failed")
+        if answered is not None and ended is not None and ended >= answered:
+            event.call_duration = round((ended - answered).total_seconds())
+    return event

@@ -10,6 +10,8 @@ The contract every state backend keeps (``Store``):
 - ``expire`` ages out calls and items past their TTL, counting the unfinished ones.
 - ``claim`` says yes once per key across everything that shares the state (one
   SMS per alert notification, one lookup per call).
+- ``count_once`` is ``claim`` plus one increment of a cluster-wide counter, in one
+  step: the events no tracker decides (every JSON ``calling.*`` event, 10DLC events).
 - ``before_scrape`` brings the metric values up to date for ``/metrics``.
 
 ``MemoryStore`` keeps both in this process: the trackers of ``calls`` and
@@ -53,6 +55,19 @@ class Store(Protocol):
 
     async def claim(self, key: str, ttl: float) -> bool: ...
 
+    async def count_once(self, key: str, ttl: float, family: str,
+                         labels: tuple[str, ...]) -> bool:
+        """Count one event in a cluster-wide counter, once per ``key`` within ``ttl``.
+
+        If ``key`` is not claimed (as ``claim`` does, sharing its key space: callers
+        prefix their keys), claim it for ``ttl`` seconds and add 1 to the series
+        ``labels`` (values in the family's label order) of the counter named ``family``,
+        one of ``ExporterMetrics.once_counters``; return True. Otherwise change nothing
+        and return False (a retry of an event already counted). Claiming and counting
+        are one step: two replicas given the same key count it once between them. The
+        caller keeps ``labels`` bounded; the backend stores whatever series it is given.
+        """
+
     async def before_scrape(self) -> None: ...
 
     async def start(self) -> None: ...
@@ -77,6 +92,8 @@ class MemoryStore:
         self.item_metrics = item_metrics
         self.failed_calls = failed_calls
         self._claims: dict[str, float] = {}  # key → when the claim lapses
+        # claims per event (count_once) can be many: at most this many, the oldest go first
+        self._max_claims = tracking.max_calls + tracking.max_items
 
     def clock(self) -> float:
         # The loop's monotonic clock: the process is the only user of this state.
@@ -113,7 +130,16 @@ class MemoryStore:
         until = self._claims.get(key)
         if until is not None and until > now:
             return False
+        if until is None and len(self._claims) >= self._max_claims:
+            del self._claims[next(iter(self._claims))]
         self._claims[key] = now + ttl
+        return True
+
+    async def count_once(self, key: str, ttl: float, family: str,
+                         labels: tuple[str, ...]) -> bool:
+        if not await self.claim(key, ttl):
+            return False
+        self.metrics.once_counters[family].inc(labels)
         return True
 
     async def before_scrape(self) -> None:

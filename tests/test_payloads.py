@@ -19,8 +19,10 @@ from exporter.payloads import (
     decode_pairs,
     decode_query,
     normalize_direction,
+    normalize_end_reason,
     normalize_status,
     parse_call_event,
+    parse_calling_event,
     parse_message_event,
     parse_recording_event,
     parse_timestamp,
@@ -205,8 +207,25 @@ def test_json_body_converts_numbers_and_drops_nulls() -> None:
     assert (event.call_duration, event.audio_in_mos, event.direction) == (12, 4.5, "unknown")
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b"{\"CallSid\": {\"a\": 1}}", b"{not json",
-                                  b"\xff\xfe", b"\"text\""])
+def test_json_nested_objects_flatten_to_dotted_names_and_arrays_are_skipped() -> None:
+    body = json.dumps({"event_type": "calling.call.state", "timestamp": 1.5,
+                       "params": {"call_id": "c1", "device": {"type": "phone"},
+                                  "tags": ["a", {"b": 1}], "end_reason": None},
+                       "after": True}).encode()
+    assert decode_pairs("application/json", body, max_fields=50) == [
+        ("event_type", "calling.call.state"), ("timestamp", "1.5"), ("after", "true"),
+        ("params.call_id", "c1"), ("params.device.type", "phone")]
+
+
+def test_json_nesting_counts_against_the_field_limit_and_any_depth_is_safe() -> None:
+    wide = json.dumps({"a": {str(i): i for i in range(60)}}).encode()
+    with pytest.raises(Rejected, match="too many fields"):
+        decode_pairs("application/json", wide, max_fields=50)
+    deep = b'{"a":' * 900 + b'"x"' + b"}" * 900  # about what json.loads itself allows
+    assert decode_pairs("application/json", deep, max_fields=50) == [("a." * 899 + "a", "x")]
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b"{not json", b"\xff\xfe", b"\"text\""])
 def test_bad_json_is_invalid(body: bytes) -> None:
     with pytest.raises(Rejected) as info:
         decode_pairs("application/json", body, max_fields=50)
@@ -404,3 +423,65 @@ def test_sid_far_longer_than_any_provider_id_is_refused_by_name(
         parse({sid_field: "x" * 4000, status_field: "completed"})
     assert caught.value.status == 400
     assert sid_field in caught.value.message
+
+
+# --- JSON calling events ---------------------------------------------------------------------
+
+def calling_fields(state: str, **params: str) -> dict[str, str]:
+    return {"event_type": "calling.call.state", "timestamp": "1700000000.25",
+            "params.call_id": "c1", "params.call_state": state, "params.direction": "inbound",
+            "params.device.params.from_number": "+15551234567", **params}
+
+
+@pytest.mark.parametrize(("state", "sequence", "status"), [
+    ("queued", 0, "queued"), ("created", 1, "initiated"), ("initiated", 1, "initiated"),
+    ("ringing", 2, "ringing"), ("answered", 3, "in-progress"), ("ended", 5, "completed"),
+])
+def test_call_states_map_onto_call_events(state: str, sequence: int, status: str) -> None:
+    event = parse_calling_event(calling_fields(state, **{"params.answer_time": "1700000001000"}))
+    assert event.call is not None
+    assert (event.call.sequence_number, event.call.status, event.call.direction,
+            event.call.endpoint) == (sequence, status, "inbound", "calling")
+    assert event.call.timestamp == datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("state", ["ending", "teleporting"])
+def test_ending_and_unknown_states_are_no_call_status(state: str) -> None:
+    event = parse_calling_event(calling_fields(state))
+    assert event.call is None
+    assert event.state == ("ending" if state == "ending" else "unknown")
+
+
+def test_event_times_in_milliseconds_or_seconds() -> None:
+    fields = calling_fields("ended", **{"params.end_reason": "hangup",
+                                        "params.answer_time": "1700000010",
+                                        "params.end_time": "1700000070500"})
+    del fields["timestamp"]
+    event = parse_calling_event(fields)
+    assert event.call is not None
+    assert event.call.call_duration == 60  # 60.5 s, rounded half to even
+    assert event.call.timestamp == datetime(2023, 11, 14, 22, 14, 30, 500000, tzinfo=UTC)
+    assert event.call.unanswered_status is None
+
+
+def test_the_same_event_has_the_same_key_and_another_state_another() -> None:
+    first = parse_calling_event(calling_fields("ringing"))
+    retry = parse_calling_event({**calling_fields("ringing"), "timestamp": "1700000009"})
+    assert first.key == retry.key  # de-duplicated on (call_id, call_state)
+    assert parse_calling_event(calling_fields("answered")).key != first.key
+    assert "c1" not in first.key and len(first.key) < 64
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ("hangup", "hangup"), ("noAnswer", "no_answer"), ("no-answer", "no_answer"),
+    ("NO_ANSWER", "no_answer"), ("decline", "declined"), ("maxDuration", "max_duration"),
+    ("notFound", "not_found"), ("cancelled", "cancel"), ("", "unknown"), (None, "unknown"),
+    ("+15551234567", "unknown"),
+])
+def test_end_reasons_normalise_both_spellings(raw: str | None, reason: str) -> None:
+    assert normalize_end_reason(raw) == reason
+
+
+def test_calling_log_fields_hold_no_device_params() -> None:
+    event = parse_calling_event(calling_fields("ended"))
+    assert "+15551234567" not in repr(event.log_fields())

@@ -212,7 +212,9 @@ async def test_scrape_after_hostile_traffic_has_no_sids_numbers_or_text(
     assert sample(client, "signalwire_call_status_events_total",
                   status="unknown", direction="unknown") == 3 * 4  # SIP 499/486: valid
     assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
-                  outcome="invalid") == 3 * (3 + len(HOSTILE))  # SIP 1000/abc, nested JSON
+                  outcome="invalid") == 3 * (3 + 3)  # SIP 1000/abc, as form and as JSON
+    assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
+                  outcome="duplicate") == 3 * (len(HOSTILE) - 3)  # JSON X.y: flattened, unused
 
 
 # --- /metrics protection ----------------------------------------------------------------
