@@ -598,7 +598,13 @@ class TranscriptionEvent(ItemStatus):
 
 
 def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
-    """Typed SMS/MMS status; MessageSid and MessageStatus are required."""
+    """Typed SMS/MMS status; MessageSid and MessageStatus are required.
+
+    SignalWire's JSON message callback (``id`` and ``status``, no MessageSid) is told
+    apart by its shape and read by ``parse_json_message_event``.
+    """
+    if "MessageSid" not in fields and "id" in fields:
+        return parse_json_message_event(fields)
     sid = required_sid(fields, "MessageSid")
     raw_status = required(fields, "MessageStatus")
     return MessageEvent(
@@ -610,6 +616,23 @@ def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
         num_media=_optional(fields, "NumMedia", _int, False),
         error_code=_text(fields, "ErrorCode"), error_message=_text(fields, "ErrorMessage"),
         api_version=_text(fields, "ApiVersion"))
+
+
+def parse_json_message_event(fields: Mapping[str, str]) -> MessageEvent:
+    """The JSON message status callback (REST Messaging API, RELAY, SWML ``send_sms``).
+
+    ``id`` and ``status`` are required. ``body``, ``custom_variables``, ``to`` and
+    ``from`` are the sender's content and numbers: not read at all, so they are never
+    stored, logged or labelled. ``error_code`` may come as a number.
+    """
+    sid = required_sid(fields, "id")
+    raw_status = required(fields, "status")
+    return MessageEvent(
+        sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
+        direction=normalize(fields.get("direction"), MESSAGE_DIRECTIONS),
+        account_sid=_text(fields, "project_id"),
+        num_segments=_optional(fields, "number_of_segments", _int, True),
+        error_code=_text(fields, "error_code"), error_message=_text(fields, "error_message"))
 
 
 def parse_recording_event(fields: Mapping[str, str]) -> RecordingEvent:

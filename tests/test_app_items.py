@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -138,6 +139,78 @@ async def test_error_code_label_set_is_closed(client: TestClient) -> None:
     codes = {dict(labels)["code"] for name, labels in values
              if name == "signalwire_message_errors_total"}
     assert codes == {*MESSAGE_ERROR_CODES, "other"}
+
+
+# --- the JSON message status callback (REST Messaging API, RELAY, SWML send_sms) -------------
+
+PROJECT = "b6b5d0d3-0000-4000-8000-00000000aaaa"
+
+
+def json_message(sid: str, status: str, **extra: Any) -> dict[str, Any]:
+    """The JSON callback of reference §6.3: ISO timestamp, numbers, custom variables."""
+    return {"id": sid, "project_id": PROJECT, "status": status, "to": "+18005559876",
+            "from": "+15551234567", "body": "Your code is 123456", "number_of_segments": 2,
+            "timestamp": "2026-11-30T17:05:04.120Z", "error_code": None, "error_message": None,
+            "custom_variables": {"order": "please call me back about the invoice",
+                                 "customer": {"phone": "+15551234567"}}, **extra}
+
+
+async def test_json_message_callbacks_feed_the_same_metrics(client: TestClient) -> None:
+    sid = new_sid()
+    events = [json_message(sid, status) for status in ("queued", "sent", "delivered")]
+    for body in events + events[::-1]:
+        assert await post(client, body, endpoint="messaging", kind="json") == (200, "")
+    await post(client, json_message(new_sid(), "undelivered", error_code=30003,
+                                    error_message="Landline or unreachable carrier"),
+               endpoint="messaging", kind="json")
+    values = await scrape(client)
+    for status in ("queued", "sent", "delivered", "undelivered"):
+        assert values[series("signalwire_message_status_events_total", status=status)] == 1
+    assert values[series("signalwire_messages_total", status="delivered")] == 1
+    assert values[series("signalwire_messages_total", status="undelivered")] == 1
+    assert values[series("signalwire_message_errors_total", code="30003")] == 1
+    assert values[series("signalwire_message_segments_total")] == 4  # once per message
+    assert values[series("signalwire_message_delivery_seconds_count")] == 1
+    assert values[series("signalwire_exporter_callbacks_total", endpoint="messaging",
+                         outcome="duplicate")] == 3
+
+
+async def test_json_message_with_a_new_status_is_counted_as_unknown(client: TestClient) -> None:
+    assert (await post(client, json_message(new_sid(), "teleported"), endpoint="messaging",
+                       kind="json"))[0] == 200
+    assert sample(client, "signalwire_message_status_events_total", status="unknown") == 1
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"id": "m1", "project_id": PROJECT, "body": "hi"}, "status"),
+    ({"id": " ", "status": "sent"}, "id"),
+    ({"id": "m1", "status": "sent", "number_of_segments": "two"}, "number_of_segments"),
+])
+async def test_json_message_without_id_or_status_is_refused(client: TestClient,
+                                                            body: dict[str, Any],
+                                                            named: str) -> None:
+    response = await client.post("/callbacks/messaging", json=body)
+    assert response.status == 400
+    assert named in (await response.json())["error"]
+
+
+async def test_json_message_content_never_in_logs_metrics_or_report(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sid = new_sid()
+    for status in ("sent", "failed"):
+        await post(client, json_message(sid, status, error_code="30007",
+                                        error_message="Landline or unreachable carrier"),
+                   endpoint="messaging", kind="json")
+    await post(client, {"id": new_sid(), "body": "Your code is 123456"}, endpoint="messaging",
+               kind="json")  # refused (no status): its body is not logged either
+    logged = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert sid in logged and "message status" in logged
+    outputs = [logged, await (await client.get("/metrics")).text(),
+               await (await client.get("/reports/failed-calls?format=json")).text()]
+    for output in outputs:
+        for text in SECRET_TEXTS:
+            assert text not in output, text
 
 
 # --- recordings and transcriptions ----------------------------------------------------------

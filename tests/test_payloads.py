@@ -485,3 +485,17 @@ def test_end_reasons_normalise_both_spellings(raw: str | None, reason: str) -> N
 def test_calling_log_fields_hold_no_device_params() -> None:
     event = parse_calling_event(calling_fields("ended"))
     assert "+15551234567" not in repr(event.log_fields())
+
+
+def test_json_message_callback_is_told_apart_by_shape_and_keeps_no_content() -> None:
+    fields = {"id": "m1", "status": "Delivered", "project_id": "p", "to": "+18005559876",
+              "from": "+15551234567", "body": "secret words", "number_of_segments": "3",
+              "custom_variables.note": "more secret words", "error_code": "30003"}
+    event = parse_message_event(fields)
+    assert (event.sid, event.status, event.num_segments, event.error_code) \
+        == ("m1", "delivered", 3, "30003")
+    for text in ("secret", "+1555", "+1800"):
+        assert text not in repr(event)
+    # a form callback that also has an "id" field is still a form callback
+    form = parse_message_event({"MessageSid": "m2", "MessageStatus": "sent", "id": "x"})
+    assert form.sid == "m2"
