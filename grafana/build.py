@@ -554,7 +554,7 @@ def exporter_health() -> Section:
 def _query_variable(name: str, label: str, query: str) -> Json:
     """A multi-select variable over a label's values; "All" becomes the regex ``.*``."""
     return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-            "definition": query, "query": query, "refresh": 2, "sort": 1, "regex": "",
+            "query": query, "refresh": 2, "sort": 1, "regex": "",
             "multi": True, "includeAll": True, "allValue": ".*",
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "options": [], "hide": 0}
@@ -564,10 +564,10 @@ def templating() -> list[Json]:
     job = 'label_values(signalwire_exporter_build_info, job)'
     return [
         {"name": "datasource", "label": "Data source", "type": "datasource",
-         "query": "prometheus", "regex": "", "current": {}, "options": [], "hide": 0,
+         "query": "prometheus", "regex": "", "options": [], "hide": 0,
          "refresh": 1, "multi": False, "includeAll": False},
         {"name": "job", "label": "Job", "type": "query", "datasource": DATASOURCE,
-         "definition": job, "query": job, "refresh": 2, "sort": 1, "regex": "",
+         "query": job, "refresh": 2, "sort": 1, "regex": "",
          "multi": False, "includeAll": False, "options": [], "hide": 0,
          "current": {"selected": True, "text": "signalwire-exporter",
                      "value": "signalwire-exporter"}},

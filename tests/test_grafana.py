@@ -8,8 +8,11 @@ including those whose description says "Empty until ...", so none is exempt from
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ import yaml
 from grafana import build
 
 from . import replay
-from .conftest import ROOT
+from .conftest import ROOT, require_tool
 from .servers import Prometheus, Service
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "signalwire-calls.json"
@@ -124,6 +127,40 @@ def test_provisioning_points_grafana_at_prometheus_and_the_dashboards() -> None:
     for mount in ("grafana/provisioning:/etc/grafana/provisioning",
                   f"grafana/dashboards:{dashboards_path}"):
         assert mount in docs, mount
+
+
+# --- Grafana's own types: tools/grafana_schema.py -------------------------------------
+
+def grafana_schema() -> Any:
+    """tools/grafana_schema.py, with its npm packages installed (skipped here, failed in CI)."""
+    require_tool("node")
+    spec = importlib.util.spec_from_file_location(
+        "grafana_schema", ROOT / "tools" / "grafana_schema.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not module.installed():
+        message = "run: npm ci --prefix tools/grafana-schema"
+        if os.environ.get("SIGNALWIRE_EXPORTER_REQUIRE_TOOLS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return module
+
+
+def test_dashboards_type_check_against_grafana_schema() -> None:
+    assert grafana_schema().check(build.dashboards()) == []
+
+
+def test_the_type_check_catches_unknown_keys_and_values_outside_an_enum() -> None:
+    dashboard = copy.deepcopy(build.calls_dashboard())
+    panel = next(panel for panel in dashboard["panels"] if panel["type"] == "timeseries")
+    panel["options"]["legend"]["displayMode"] = "sideways"
+    panel["targets"][0]["exemplars"] = True  # the key is "exemplar"
+    errors = grafana_schema().check({"broken.json": dashboard})
+    for version in ("v10.4", "v11.2", "v13.2"):
+        mine = [error for error in errors if error.startswith(f"{version}/")]
+        assert any('"sideways"' in error for error in mine), errors
+        assert any("'\"exemplars\"' does not exist" in error for error in mine), errors
 
 
 # --- end to end: every query against a real Prometheus ------------------------------
