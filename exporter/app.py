@@ -202,7 +202,7 @@ async def alerts_sms(request: web.Request) -> web.Response:
         log_rejected("alert notification", exc)
         challenge = {"WWW-Authenticate": 'Bearer realm="alerts"'} if exc.status == 401 else {}
         return error_response(exc, **challenge)
-    status, document = await relay.deliver(notification)
+    status, document = await relay.deliver(notification, exporter.store)
     return web.json_response(document, status=status)
 
 

@@ -187,6 +187,7 @@ class SmsConfig:
     retry_initial_delay_seconds: float = 1.0
     max_length: int = 160
     max_payload_bytes: int = 262144
+    dedupe_window_seconds: float = 300.0
 
     @property
     def enabled(self) -> bool:
@@ -199,7 +200,8 @@ class SmsConfig:
             f"to_numbers=<{len(self.to_numbers)} hidden>, webhook_token=<hidden>, "
             f"timeout_seconds={self.timeout_seconds!r}, max_attempts={self.max_attempts!r}, "
             f"retry_initial_delay_seconds={self.retry_initial_delay_seconds!r}, "
-            f"max_length={self.max_length!r}, max_payload_bytes={self.max_payload_bytes!r})"
+            f"max_length={self.max_length!r}, max_payload_bytes={self.max_payload_bytes!r}, "
+            f"dedupe_window_seconds={self.dedupe_window_seconds!r})"
         )
 
 
@@ -530,6 +532,7 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "sms.retry_initial_delay_seconds": _positive_float,
     "sms.max_length": _sms_length,
     "sms.max_payload_bytes": _positive_int,
+    "sms.dedupe_window_seconds": _non_negative,
     "signalwire_api.space_url": _space_url,
     "signalwire_api.project_id": _text,
     "signalwire_api.api_token": _text,

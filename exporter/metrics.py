@@ -476,17 +476,20 @@ class RelayMetrics:
             "signalwire_exporter_alert_notifications_total",
             "Alertmanager notifications to /alerts/sms by outcome (sent, partial = some "
             "recipients texted, failed = none and may be retried, refused = API said no, "
-            "or why the request was rejected).", ["outcome"], registry=registry)
+            "duplicate = already relayed, or why the request was rejected).", ["outcome"],
+            registry=registry)
         self.messages = Counter(
             "signalwire_exporter_sms_total",
-            "SMS per recipient, after retries: sent or failed.", ["result"], registry=registry)
+            "SMS per recipient, after retries: sent, failed, or duplicate (not sent again: "
+            "another delivery of the same notification did).", ["result"], registry=registry)
         self.api_requests = Counter(
             "signalwire_exporter_sms_api_requests_total",
             "Requests to the SignalWire Messages API, retries included, by outcome.",
             ["outcome"], registry=registry)
-        for outcome in ("sent", "partial", "failed", "refused", "unauthorized", "invalid"):
+        for outcome in ("sent", "partial", "failed", "refused", "duplicate", "unauthorized",
+                        "invalid"):
             self.notifications.labels(outcome)
-        for result in ("sent", "failed"):
+        for result in ("sent", "failed", "duplicate"):
             self.messages.labels(result)
         for outcome in API_OUTCOMES:
             self.api_requests.labels(outcome)
@@ -496,6 +499,9 @@ class RelayMetrics:
 
     def sms(self, sent: bool) -> None:
         self.messages.labels("sent" if sent else "failed").inc()
+
+    def sms_duplicate(self) -> None:
+        self.messages.labels("duplicate").inc()
 
     def api_request(self, outcome: str) -> None:
         self.api_requests.labels(outcome).inc()

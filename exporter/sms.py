@@ -13,6 +13,13 @@ What the relay answers Alertmanager (which retries on 5xx, not on 4xx):
   → ``502``, so Alertmanager tries again later; nobody has the text yet;
 * nobody got it and the API refused every message (4xx: bad credentials, bad
   number) → ``424``: a retry would fail the same way, so Alertmanager should stop.
+
+The same notification may arrive more than once: at two replicas behind a load
+balancer, from both members of an Alertmanager HA pair (which differ only in
+``externalURL``), or again after an answer was lost. Each recipient's SMS is claimed
+in the shared store (``Store.claim``) under a key made from what identifies the
+notification, so only the first delivery texts; a claim whose SMS failed is released,
+so Alertmanager's retry can still send it.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
+import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
@@ -33,6 +42,9 @@ from .errors import Rejected, invalid
 from .metrics import RelayMetrics
 from .payloads import decode_json
 from .reports import mask_number
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,7 @@ class Notification:
     summary: str
     count: int
     description: str = ""
+    key: str = ""  # the same for every delivery of this notification (notification_key)
 
 
 def _mapping(value: Any, name: str) -> dict[str, str]:
@@ -124,7 +137,30 @@ def parse_notification(document: Any) -> Notification:
     return Notification(status, alertname,
                         common.get("summary") or first.get("summary", ""),
                         count or len(alerts),
-                        common.get("description") or first.get("description", ""))
+                        common.get("description") or first.get("description", ""),
+                        notification_key(document, alerts))
+
+
+def notification_key(document: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
+    """A hash of what makes a notification itself: receiver, group, status and alerts.
+
+    Not ``externalURL`` (each Alertmanager of an HA pair puts its own) nor the text. An
+    alert is its fingerprint (its labels, if a sender gives none), status, start and end:
+    a firing alert's ``endsAt`` is the zero time, so Alertmanager's repeat of the same
+    group hashes the same; ``sms.dedupe_window_seconds`` stays below repeat_interval.
+    """
+    def alert_identity(alert: dict[str, Any]) -> str:
+        return json.dumps([alert.get("fingerprint") or alert.get("labels"), alert.get("status"),
+                           alert.get("startsAt"), alert.get("endsAt")], sort_keys=True)
+
+    identity = [document.get("receiver"), document.get("groupKey"), document.get("status"),
+                sorted(map(alert_identity, alerts))]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def claim_key(key: str, to: str) -> str:
+    """The store key of notification ``key``'s SMS to ``to`` (no number in clear)."""
+    return "sms:" + hashlib.sha256(f"{key}\n{to}".encode()).hexdigest()
 
 
 def truncate(text: str, max_length: int) -> str:
@@ -215,23 +251,43 @@ class SmsRelay:
             await self.session.close()
             self.session = None
 
-    async def deliver(self, notification: Notification) -> tuple[int, dict[str, Any]]:
+    async def deliver(self, notification: Notification,
+                      store: Store) -> tuple[int, dict[str, Any]]:
         """Text every recipient at once; the status and JSON answer for Alertmanager."""
         text = format_sms(notification, self.config.max_length)
-        results = list(await asyncio.gather(
-            *(self.send(to, text) for to in self.config.to_numbers)))
-        status, outcome = answer(results)
+        outcomes = await asyncio.gather(*(self.send_once(store, notification.key, to, text)
+                                          for to in self.config.to_numbers))
+        results = [result for result in outcomes if result is not None]
+        duplicate = len(outcomes) - len(results)
+        status, outcome = answer(results) if results else (200, "duplicate")
         self.metrics.notification(outcome)
         sent = sum(result.outcome == "sent" for result in results)
         document: dict[str, Any] = {"sent": sent, "failed": len(results) - sent}
+        if duplicate:
+            document["duplicate"] = duplicate
         if status != 200:
             document["error"] = ("SignalWire API did not accept the SMS"
                                  + (" (retry later)" if status == 502 else " (not retried)"))
         log.log(logging.INFO if status == 200 else logging.ERROR, "alert notification relayed",
                 extra={"fields": {"alert": notification.alertname,
                                   "alert_status": notification.status, "outcome": outcome,
-                                  "sent": sent, "failed": len(results) - sent}})
+                                  "sent": sent, "failed": len(results) - sent,
+                                  "duplicate": duplicate}})
         return status, document
+
+    async def send_once(self, store: Store, key: str, to: str, text: str) -> Attempt | None:
+        """``send``, unless another delivery of the notification has texted ``to`` (None)."""
+        window = self.config.dedupe_window_seconds
+        if not window:
+            return await self.send(to, text)
+        claim = claim_key(key, to)
+        if not await store.claim(claim, window):
+            self.metrics.sms_duplicate()
+            return None
+        attempt = await self.send(to, text)
+        if attempt.outcome != "sent":
+            await store.release(claim)  # let Alertmanager's retry try again
+        return attempt
 
     async def send(self, to: str, text: str) -> Attempt:
         """One SMS to ``to``, retried with exponential backoff while retrying may help."""

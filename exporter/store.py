@@ -12,6 +12,9 @@ The contract every state backend keeps (``Store``):
   SMS per alert notification, one lookup per call).
 - ``count_once`` is ``claim`` plus one increment of a cluster-wide counter, in one
   step: the events no tracker decides (every JSON ``calling.*`` event, 10DLC events).
+
+  SMS per alert notification, one lookup per call); ``release`` gives a claim back
+  (an SMS that could not be sent, so that a retry of the notification may send it).
 - ``before_scrape`` brings the metric values up to date for ``/metrics``.
 
 ``MemoryStore`` keeps both in this process: the trackers of ``calls`` and
@@ -67,6 +70,9 @@ class Store(Protocol):
         are one step: two replicas given the same key count it once between them. The
         caller keeps ``labels`` bounded; the backend stores whatever series it is given.
         """
+
+    async def release(self, key: str) -> None:
+        """Give ``key``'s claim back at once (an SMS that failed: a retry may send it)."""
 
     async def before_scrape(self) -> None: ...
 
@@ -141,6 +147,9 @@ class MemoryStore:
             return False
         self.metrics.once_counters[family].inc(labels)
         return True
+
+    async def release(self, key: str) -> None:
+        self._claims.pop(key, None)
 
     async def before_scrape(self) -> None:
         """Nothing to fetch: the metrics are updated as events are applied."""

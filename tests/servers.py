@@ -74,7 +74,8 @@ class Prometheus(_PrometheusProject):
     """Prometheus scraping ``targets`` every second and evaluating ``rule_files`` every second."""
 
     def __init__(self, workdir: Path, targets: Sequence[str], rule_files: Sequence[Path] = (),
-                 alertmanager: str | None = None, job: str = "signalwire-exporter") -> None:
+                 alertmanager: str | Sequence[str] | None = None,
+                 job: str = "signalwire-exporter") -> None:
         require_tool("promtool")
         binary = require_tool("prometheus")
         config: dict[str, Any] = {
@@ -82,9 +83,10 @@ class Prometheus(_PrometheusProject):
             "rule_files": [str(path) for path in rule_files],
             "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
         }
-        if alertmanager:
+        if alertmanager:  # one URL, or several (an HA pair: each gets every alert)
+            urls = [alertmanager] if isinstance(alertmanager, str) else list(alertmanager)
             config["alerting"] = {"alertmanagers": [{"static_configs": [
-                {"targets": [alertmanager.removeprefix("http://")]}]}]}
+                {"targets": [url.removeprefix("http://") for url in urls]}]}]}
         super().__init__("prometheus", binary, config, "--storage.tsdb.path", workdir)
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:

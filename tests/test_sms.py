@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -399,3 +400,65 @@ async def test_secrets_and_numbers_stay_out_of_logs_metrics_and_answers(
         for where in (logged, metrics, *answers):
             assert secret not in where
     assert "+1555***4567" in logged
+
+
+# --- one SMS per notification, however often it is delivered ----------------------------------
+
+def test_notification_key_ignores_external_url_and_alert_order() -> None:
+    key = sms.parse_notification(notification()).key
+    other_peer = notification(externalURL="http://alertmanager-2:9093")
+    other_peer["alerts"].reverse()
+    assert sms.parse_notification(other_peer).key == key
+    for changed in (notification("resolved"), notification(count=3),
+                    notification(groupKey="{}:{alertname=\"Other\"}")):
+        assert sms.parse_notification(changed).key != key
+    restarted = notification()
+    restarted["alerts"][0]["startsAt"] = "2026-11-23T16:00:00Z"
+    assert sms.parse_notification(restarted).key != key
+
+
+def test_claim_keys_do_not_carry_the_number() -> None:
+    key = sms.parse_notification(notification()).key
+    claims = {sms.claim_key(key, to) for to in TO}
+    assert len(claims) == 2
+    assert not any(to.lstrip("+") in claim for claim in claims for to in TO)
+
+
+async def test_an_ha_pair_sending_the_same_notification_texts_each_recipient_once(
+        exporter_client: ClientFactory, fake_api: FakeSignalWire) -> None:
+    client = await exporter_client(relay_config(fake_api, TO))
+    first, second = await asyncio.gather(*(
+        client.post("/alerts/sms", json=notification(externalURL=url), headers=BEARER)
+        for url in ("http://alertmanager-0:9093", "http://alertmanager-1:9093")))
+    assert (first.status, second.status) == (200, 200)
+    answers = sorted([await first.json(), await second.json()], key=lambda a: a["sent"])
+    assert answers == [{"sent": 0, "failed": 0, "duplicate": 2}, {"sent": 2, "failed": 0}]
+    assert sorted(m["To"] for m in fake_api.messages) == TO
+    assert sample(client, "signalwire_exporter_sms_total", result="sent") == 2
+    assert sample(client, "signalwire_exporter_sms_total", result="duplicate") == 2
+    assert sample(client, "signalwire_exporter_alert_notifications_total",
+                  outcome="duplicate") == 1
+    # The alert resolving is news: it is texted.
+    response = await client.post("/alerts/sms", json=notification("resolved"), headers=BEARER)
+    assert (await response.json())["sent"] == 2
+    assert len(fake_api.messages) == 4
+
+
+async def test_a_failed_sms_can_be_sent_by_the_retry(exporter_client: ClientFactory,
+                                                     fake_api: FakeSignalWire) -> None:
+    client, response = await notify(exporter_client, fake_api, [500, 400], TO, max_attempts=1)
+    assert response.status == 502  # nobody texted: one failed, one refused
+    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    assert (response.status, await response.json()) == (200, {"sent": 2, "failed": 0})
+    response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+    assert await response.json() == {"sent": 0, "failed": 0, "duplicate": 2}
+    assert len(fake_api.messages) == 2
+
+
+async def test_dedupe_window_zero_texts_every_delivery(exporter_client: ClientFactory,
+                                                       fake_api: FakeSignalWire) -> None:
+    client = await exporter_client(relay_config(fake_api, dedupe_window_seconds=0))
+    for _ in range(2):
+        response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+        assert await response.json() == {"sent": 1, "failed": 0}
+    assert len(fake_api.messages) == 2

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .conftest import ROOT
@@ -34,8 +35,22 @@ def wait_for_messages(api: FakeSignalWire, count: int, timeout: float, why: str)
     assert len(api.messages) >= count, f"no SMS reached the API: {why()}"
 
 
+def wait_for_metric(url: str, line: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            if line in response.read().decode().splitlines():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"never scraped: {line}")
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["one-alertmanager", "ha-pair"])
 def test_failed_calls_page_by_sms(tmp_path: Path, exporter_process: Any,
-                                  services: list[Service], fake_api: FakeSignalWire) -> None:
+                                  services: list[Service], fake_api: FakeSignalWire,
+                                  pair: bool) -> None:
+    # With `pair`, two Alertmanagers both get the alert and both notify (clustering off:
+    # what an HA pair does when its gossip fails); each recipient still gets one SMS.
     config = {
         "sms": fake_api.sms_config(TO, retry_initial_delay_seconds=0.1),
         # The old threshold with a short window, so the test runs in seconds.
@@ -52,17 +67,21 @@ def test_failed_calls_page_by_sms(tmp_path: Path, exporter_process: Any,
     token = tmp_path / "sms-webhook-token"
     token.write_text("hook-secret\n")
     # The shape of alerts/alertmanager.example.yml, with short waits.
-    alertmanager = Alertmanager(tmp_path, {
-        "route": {"receiver": "sms", "group_by": ["alertname"], "group_wait": "1s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "sms", "webhook_configs": [{
-            "url": f"{exporter.url}/alerts/sms", "send_resolved": False,
-            "http_config": {"authorization": {"type": "Bearer",
-                                              "credentials_file": str(token)}}}]}],
-    })
-    services.append(alertmanager)
+    alertmanagers = []
+    for n in range(2 if pair else 1):
+        (tmp_path / f"am{n}").mkdir()
+        alertmanager = Alertmanager(tmp_path / f"am{n}", {
+            "route": {"receiver": "sms", "group_by": ["alertname"], "group_wait": "1s",
+                      "group_interval": "1s", "repeat_interval": "1h"},
+            "receivers": [{"name": "sms", "webhook_configs": [{
+                "url": f"{exporter.url}/alerts/sms", "send_resolved": False,
+                "http_config": {"authorization": {"type": "Bearer",
+                                                  "credentials_file": str(token)}}}]}],
+        })
+        services.append(alertmanager)
+        alertmanagers.append(alertmanager)
     prometheus = Prometheus(tmp_path, [exporter.url.removeprefix("http://")], [rules],
-                            alertmanager=alertmanager.url)
+                            alertmanager=[am.url for am in alertmanagers])
     services.append(prometheus)
     prometheus.wait_scraped()
     # Two samples of the zero-valued series before the first event, so increase() sees it.
@@ -78,8 +97,12 @@ def test_failed_calls_page_by_sms(tmp_path: Path, exporter_process: Any,
 
     wait_for_messages(fake_api, len(TO), 45, lambda: (
         f"refused={fake_api.refused}\nexporter:\n{exporter.log()[-3000:]}\n"
-        f"alertmanager:\n{alertmanager.log()}"))
-    (alert,) = [a for a in alertmanager.get_json("/api/v2/alerts")
+        f"alertmanager:\n{alertmanagers[0].log()}"))
+    if pair:  # until the second Alertmanager's notification has come too
+        wait_for_metric(exporter.url, 'signalwire_exporter_alert_notifications_total'
+                        '{outcome="duplicate"} 1.0', 45)
+        assert len(fake_api.messages) == len(TO)
+    (alert,) = [a for a in alertmanagers[0].get_json("/api/v2/alerts")
                 if a["labels"]["alertname"] == "SignalWireCallFailuresHigh"]
     messages = sorted(fake_api.messages, key=lambda m: m["To"])
     assert [(m["From"], m["To"]) for m in messages] == [(FROM, to) for to in TO]
