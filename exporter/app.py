@@ -27,7 +27,9 @@ from .access import BASIC_AUTH, BasicAuth, protected
 from .config import Config
 from .errors import Rejected
 from .logs import level_number
-from .metrics import ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
+from .metrics import ApiMetrics, ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
+from .reconcile import Prices, Reconciler
+from .signalwire_api import SignalWireApi
 from .store import MemoryStore, Store
 from .verify import read_body, read_fields
 
@@ -49,6 +51,8 @@ class Exporter:
     relay_metrics: RelayMetrics
     relay: sms.SmsRelay | None  # None while sms.space_url is unset
     stopping: Stopping
+    reconciler: Reconciler | None = None  # None unless reconcile.enabled
+    prices: Prices | None = None  # final calls to price, when reconcile.fetch_price
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -281,6 +285,22 @@ async def sms_session(app: web.Application) -> AsyncIterator[None]:
         await relay.close()
 
 
+async def reconciling(app: web.Application) -> AsyncIterator[None]:
+    """The REST API lookups (reconcile.py), in the background while the app runs."""
+    reconciler = app[EXPORTER].reconciler
+    if reconciler is None:
+        yield
+        return
+    await reconciler.api.open()
+    tasks = [asyncio.create_task(reconciler.run()),
+             asyncio.create_task(reconciler.run_prices())]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await reconciler.api.close()
+
+
 # --- factory -------------------------------------------------------------------------------
 
 def create_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
@@ -306,6 +326,12 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
         failed_calls=failed_calls,
         report_metrics=ReportMetrics(registry, failed_calls.__len__),
         relay_metrics=relay_metrics, relay=relay, stopping=stopping)
+    api_metrics = ApiMetrics(registry)
+    if config.reconcile.enabled:
+        api = SignalWireApi(config.signalwire_api, config.reconcile.max_requests_per_second,
+                            api_metrics)
+        exporter.reconciler = Reconciler(config, store, api)
+        exporter.prices = exporter.reconciler.prices
 
     in_flight, callbacks_in_flight = InFlight(stopping), InFlight(stopping)
     Gauge("signalwire_exporter_http_requests_in_flight",
@@ -336,4 +362,5 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     app.cleanup_ctx.append(store_connection)
     app.cleanup_ctx.append(sweep_expired)
     app.cleanup_ctx.append(sms_session)
+    app.cleanup_ctx.append(reconciling)
     return app

@@ -49,6 +49,8 @@ async def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str
     outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
     if not decision.duplicate:
         exporter.metrics.record_call_event(event, decision)
+        if decision.final_status is not None and exporter.prices is not None:
+            exporter.prices.add(event.call_sid, decision.direction, store.clock())
     if event_log.isEnabledFor(exporter.event_level):
         event_log.log(exporter.event_level, "call status", extra={"fields": {
             "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,

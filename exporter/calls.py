@@ -18,7 +18,13 @@ Rules (see the interface contract):
 - a call first seen without a Direction takes the first known one that arrives, for
   every metric not yet recorded (an in-progress call moves its gauge along);
 - an event may name the final status to record instead if the call was never answered
-  (``CallEvent.unanswered_status``: a hangup before the answer is a cancel).
+  (``CallEvent.unanswered_status``: a hangup before the answer is a cancel);
+- a final status learned from the REST API (``settle``) is recorded as its final callback
+  would have been, and every final callback after it is a duplicate.
+
+For the REST API lookups (``reconcile``) each call also keeps the time of its last event
+and how often it was handed out for a lookup: ``stale`` hands out calls silent too long
+without a final status, with doubling patience, and once more before they are dropped.
 
 Memory is bounded: calls live at most ``ttl`` seconds after they are first seen and
 at most ``max_calls`` are kept; the oldest go first. A call that leaves without a
@@ -27,7 +33,9 @@ final status is reported so it can be counted as expired.
 
 from __future__ import annotations
 
+import itertools
 import re
+import uuid
 from collections import deque
 from dataclasses import dataclass
 
@@ -42,6 +50,11 @@ _ANY_SLOT = [sum(1 << (slot * _WIDTH + index) for slot in range(_BITMASK_SEQUENC
              for index in range(_WIDTH)]
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def call_sid(key: int | str) -> str:
+    """The CallSid of a tracker key (``call_key`` undone)."""
+    return str(uuid.UUID(int=key)) if isinstance(key, int) else key
 
 
 def call_key(call_sid: str) -> int | str:
@@ -64,6 +77,12 @@ _ANSWER_DONE = 8
 _SIP_DONE = 16
 _ANSWERED = 32  # an in-progress event was seen, late or not
 
+# bits of CallState.lookup (REST API lookups)
+_LAST_CHANCE = 1  # handed out once more because tracking is about to drop it
+_SETTLED = 2  # final status from the REST API: later final callbacks are duplicates
+_OFFERS_MAX = 7  # CallState.offers saturates here
+_TICK = 0.1  # CallState.last_event in tenths of a second after ``created``
+
 
 class CallState:
     """What we remember of one call: kept small, one is held per tracked call."""
@@ -74,7 +93,10 @@ class CallState:
         "extra",
         "final",
         "flags",
+        "last_event",
         "last_seq",
+        "lookup",
+        "offers",
         "seen",
         "t_answered",
         "t_initiated",
@@ -92,6 +114,9 @@ class CallState:
         self.t_initiated: int | None = None
         self.t_ringing: int | None = None
         self.t_answered: int | None = None
+        self.last_event = 0  # tenths of a second after created
+        self.offers = 0  # times handed out for a lookup (stale), up to _OFFERS_MAX
+        self.lookup = 0  # _LAST_CHANCE | _SETTLED
 
     @property
     def in_progress(self) -> bool:
@@ -176,7 +201,12 @@ _SHIFT_FLAGS = _SHIFT_FINAL + 4  # 6 bits
 _SHIFT_SEQ = _SHIFT_FLAGS + 6  # 32 bits
 _SHIFT_CREATED = _SHIFT_SEQ + 32  # 44 bits
 _SHIFT_STAMPS = _SHIFT_CREATED + 44  # 3 x _STAMP_BITS
-_SHIFT_SEEN = _SHIFT_STAMPS + 3 * _STAMP_BITS
+_SHIFT_LOOKUP = _SHIFT_STAMPS + 3 * _STAMP_BITS
+_TICK_BITS = 24  # last_event: 19 days in tenths of a second; later ones are clamped
+_TICK_MAX = (1 << _TICK_BITS) - 1
+_SHIFT_OFFERS = _SHIFT_LOOKUP + _TICK_BITS  # 3 bits
+_SHIFT_LOOKUP_FLAGS = _SHIFT_OFFERS + 3  # 2 bits
+_SHIFT_SEEN = _SHIFT_LOOKUP_FLAGS + 2
 
 
 def _stamp_bits(stamp: int | None) -> int:
@@ -197,7 +227,9 @@ def pack(state: CallState) -> int:
             | state.flags << _SHIFT_FLAGS
             | min(state.last_seq + 1, _SEQ_MAX) << _SHIFT_SEQ
             | (round(state.created * 1000) & _MS_MASK) << _SHIFT_CREATED
-            | stamps << _SHIFT_STAMPS | state.seen << _SHIFT_SEEN)
+            | stamps << _SHIFT_STAMPS | min(state.last_event, _TICK_MAX) << _SHIFT_LOOKUP
+            | state.offers << _SHIFT_OFFERS | state.lookup << _SHIFT_LOOKUP_FLAGS
+            | state.seen << _SHIFT_SEEN)
 
 
 def unpack(packed: int) -> CallState:
@@ -212,6 +244,9 @@ def unpack(packed: int) -> CallState:
     state.t_initiated = _stamp(packed >> _SHIFT_STAMPS)
     state.t_ringing = _stamp(packed >> (_SHIFT_STAMPS + _STAMP_BITS))
     state.t_answered = _stamp(packed >> (_SHIFT_STAMPS + 2 * _STAMP_BITS))
+    state.last_event = packed >> _SHIFT_LOOKUP & _TICK_MAX
+    state.offers = packed >> _SHIFT_OFFERS & 7
+    state.lookup = packed >> _SHIFT_LOOKUP_FLAGS & 3
     state.seen = packed >> _SHIFT_SEEN
     return state
 
@@ -231,6 +266,7 @@ class CallTracker:
         # CallState.extra of the rare call with sequence numbers past the bitmask
         self._extra: dict[int | str, set[tuple[int | None, int]]] = {}
         self._removed = 0  # calls removed since self._calls was last rebuilt
+        self._open: dict[int | str, None] = {}  # keys of calls without a final status
         self.in_progress = 0
 
     def __len__(self) -> int:
@@ -252,9 +288,15 @@ class CallTracker:
                 state.extra = self._extra.get(key)
         decision = self._apply(state, event)
         if not decision.duplicate:
+            state.last_event = max(0, round((now - state.created) / _TICK))
             self._calls[key] = pack(state)
             if state.extra is not None:
                 self._extra[key] = state.extra
+            if packed is None:
+                if state.final is None:
+                    self._open[key] = None
+            elif decision.final_status is not None:
+                self._open.pop(key, None)
         return decision, departed
 
     def _apply(self, state: CallState, event: CallEvent) -> Decision:
@@ -263,7 +305,8 @@ class CallTracker:
                 and not state.flags & _ANSWERED):
             status = event.unanswered_status
         decision = Decision(direction=state.direction, status=status)
-        if (status in FINAL_CALL_STATUSES and state.seen_unsequenced(sequence, status)) \
+        if (status in FINAL_CALL_STATUSES and (state.lookup & _SETTLED
+                                               or state.seen_unsequenced(sequence, status))) \
                 or not state.mark_seen(sequence, status):
             decision.duplicate = True
             return decision
@@ -333,6 +376,76 @@ class CallTracker:
             state.flags |= _ANSWER_DONE
             decision.time_to_answer = float(state.t_answered - state.t_ringing)
 
+    def settle(self, call_sid: str, status: str, direction: str, duration: int | None,
+               now: float) -> Decision | None:
+        """Apply a final status learned from the REST API as its final callback would be.
+
+        None when the call is not tracked (nothing recorded); a duplicate Decision when it
+        already has a final status. Otherwise the call is final, and every final callback
+        that comes later is a duplicate. ``direction`` counts only as a later event's would
+        (for a call tracked as ``unknown``); ``status`` must be a final one.
+        """
+        if status not in FINAL_CALL_STATUSES:
+            raise ValueError(f"not a final call status: {status}")
+        key = call_key(call_sid)
+        packed = self._calls.get(key)
+        if packed is None:
+            return None
+        state = unpack(packed)
+        if state.final is not None:
+            return Decision(direction=state.direction, status=status, duplicate=True)
+        if self._extra:
+            state.extra = self._extra.get(key)
+        decision = self._apply(state, CallEvent(call_sid=call_sid, status=status,
+                                                direction=direction, endpoint="voice",
+                                                call_duration=duration))
+        state.lookup |= _SETTLED
+        self._calls[key] = pack(state)
+        if state.extra is not None:
+            self._extra[key] = state.extra
+        self._open.pop(key, None)
+        return decision
+
+    def stale(self, now: float, silent_for: float, limit: int) -> list[str]:
+        """Hand out up to ``limit`` calls due for a REST API lookup, oldest first.
+
+        Due: no final status, and either silent (no event applied) for at least
+        ``silent_for * 2**offers`` seconds (``offers``: how often the call was handed out
+        before, at most 7), or about to be dropped and not handed out for that yet: first
+        seen at least ``ttl - silent_for`` ago, or among the ``limit`` oldest calls while
+        the tracker holds ``max_calls - limit`` or more. Each call handed out counts an
+        offer (or its last chance), so it is not due again until its next step.
+        """
+        due: dict[int | str, bool] = {}  # key → last chance
+        if limit <= 0:
+            return []
+        if len(self._calls) + limit >= self.max_calls:
+            for key in itertools.islice(self._order, limit):
+                if key in self._open and not (
+                        self._calls[key] >> _SHIFT_LOOKUP_FLAGS & _LAST_CHANCE):
+                    due[key] = True
+        last_chance_from = now - self.ttl + silent_for
+        for key in self._open:
+            if len(due) >= limit:
+                break
+            packed = self._calls[key]
+            created = _created(packed)
+            if created <= last_chance_from:
+                if not packed >> _SHIFT_LOOKUP_FLAGS & _LAST_CHANCE:
+                    due[key] = True
+                continue
+            last = created + (packed >> _SHIFT_LOOKUP & _TICK_MAX) * _TICK
+            if now - last >= silent_for * (1 << (packed >> _SHIFT_OFFERS & 7)):
+                due.setdefault(key, False)
+        for key, last_chance in due.items():
+            packed = self._calls[key]
+            if last_chance:
+                packed |= _LAST_CHANCE << _SHIFT_LOOKUP_FLAGS
+            elif packed >> _SHIFT_OFFERS & 7 < _OFFERS_MAX:
+                packed += 1 << _SHIFT_OFFERS
+            self._calls[key] = packed
+        return [call_sid(key) for key in due]
+
     def expire(self, now: float) -> list[Departed]:
         """Drop calls first seen more than ``ttl`` seconds before ``now``."""
         departed: list[Departed] = []
@@ -348,6 +461,8 @@ class CallTracker:
         state = unpack(self._calls.pop(key))
         if self._extra:
             self._extra.pop(key, None)
+        if state.final is None:
+            self._open.pop(key, None)
         self._removed += 1
         if self._removed >= self.max_calls:
             # A dict never shrinks as keys leave, and a full one that keeps

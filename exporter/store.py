@@ -12,9 +12,11 @@ The contract every state backend keeps (``Store``):
   SMS per alert notification, one lookup per call).
 - ``count_once`` is ``claim`` plus one increment of a cluster-wide counter, in one
   step: the events no tracker decides (every JSON ``calling.*`` event, 10DLC events).
-
-  SMS per alert notification, one lookup per call); ``release`` gives a claim back
-  (an SMS that could not be sent, so that a retry of the notification may send it).
+- ``release`` gives a claim back (an SMS that could not be sent, so that a retry of the
+  notification may send it).
+- ``stale_calls``, ``settle`` and ``add_price`` serve the REST API lookups
+  (``reconcile``): which calls to look up, recording a final status learned there, and
+  summing call prices.
 - ``before_scrape`` brings the metric values up to date for ``/metrics``.
 
 ``MemoryStore`` keeps both in this process: the trackers of ``calls`` and
@@ -74,6 +76,34 @@ class Store(Protocol):
     async def release(self, key: str) -> None:
         """Give ``key``'s claim back at once (an SMS that failed: a retry may send it)."""
 
+    async def stale_calls(self, now: float, silent_for: float, limit: int) -> list[str]:
+        """Hand out up to ``limit`` CallSids of calls due for a REST API lookup.
+
+        Due: tracked, no final status, and either silent (no event applied) for at least
+        ``silent_for * 2**offers`` seconds, ``offers`` being how often the call was handed
+        out before (saturating at 7), or about to be dropped and not yet handed out for
+        that: first seen at least ``ttl - silent_for`` seconds ago, or among the ``limit``
+        oldest calls while ``max_calls - limit`` or more are tracked. Handing a call out
+        counts one offer (or uses its one last chance), atomically with choosing it, so
+        replicas sharing the state never get the same call for the same step. Oldest calls
+        first. The last-event time has 0.1 s resolution.
+        """
+
+    async def settle(self, call_sid: str, status: str, direction: str,
+                     duration: int | None, now: float) -> Decision | None:
+        """Record final ``status`` (one of FINAL_CALL_STATUSES) learned from the REST API,
+        exactly as a final callback without SequenceNumber carrying ``status``,
+        ``direction`` and CallDuration ``duration`` would be recorded
+        (``ExporterMetrics.record_call``, the failed-call report), and count it in
+        ``signalwire_calls_reconciled_total{status}``. From then on every final callback
+        of the call is a duplicate. None, recording nothing, when the call is not tracked;
+        a duplicate Decision, recording nothing, when it already has a final status.
+        """
+
+    async def add_price(self, direction: str, currency: str, amount: float) -> None:
+        """Add ``amount`` (> 0) to ``signalwire_call_price_total{direction, currency}``;
+        callers claim ``price:<CallSid>`` first, so each call is added once."""
+
     async def before_scrape(self) -> None: ...
 
     async def start(self) -> None: ...
@@ -130,6 +160,24 @@ class MemoryStore:
         for items in self.items.values():
             self.item_metrics.record_departed(items.lifecycle.kind, items.expire(now))
         self._claims = {key: until for key, until in self._claims.items() if until > now}
+
+    async def stale_calls(self, now: float, silent_for: float, limit: int) -> list[str]:
+        return self.calls.stale(now, silent_for, limit)
+
+    async def settle(self, call_sid: str, status: str, direction: str,
+                     duration: int | None, now: float) -> Decision | None:
+        decision = self.calls.settle(call_sid, status, direction, duration, now)
+        if decision is None or decision.duplicate:
+            return decision
+        event = CallEvent(call_sid=call_sid, status=status, direction=decision.direction,
+                          endpoint="voice", call_duration=duration)
+        self.metrics.record_call(event, decision)
+        self.metrics.reconciled.labels(status).inc()
+        self.failed_calls.add(event, status, decision.direction, now)
+        return decision
+
+    async def add_price(self, direction: str, currency: str, amount: float) -> None:
+        self.metrics.price.labels(direction, currency).inc(amount)
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = time.monotonic()

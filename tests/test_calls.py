@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -164,12 +165,14 @@ def test_uuid_call_sids_differing_only_in_case_are_different_calls() -> None:
        flags=st.integers(0, 31), last_seq=st.integers(-1, 2**32 - 2),
        created=st.integers(0, 2**40).map(lambda ms: ms / 1000),
        stamps=st.lists(st.none() | st.integers(0, 2**34 - 2), min_size=3, max_size=3),
-       seen=st.integers(0, 2**630 - 1))
+       seen=st.integers(0, 2**630 - 1),
+       lookup=st.tuples(st.integers(0, 2**24 - 1), st.integers(0, 7), st.integers(0, 3)))
 def test_packed_state_round_trips(direction: str, final: str | None, flags: int,
                                   last_seq: int, created: float, stamps: list[int | None],
-                                  seen: int) -> None:
+                                  seen: int, lookup: tuple[int, int, int]) -> None:
     state = CallState(direction, created)
     state.final, state.flags, state.last_seq, state.seen = final, flags, last_seq, seen
+    state.last_event, state.offers, state.lookup = lookup
     state.t_initiated, state.t_ringing, state.t_answered = stamps
     back = unpack(pack(state))
     assert [getattr(back, name) for name in CallState.__slots__ if name != "extra"] == [
@@ -220,3 +223,90 @@ def test_unanswered_status_applies_only_to_calls_never_answered() -> None:
     answered = run(tracker, ev("in-progress", 2, sid="b"),
                    ev("completed", 4, sid="b", unanswered_status="canceled"))[1]
     assert answered.final_status == "completed" and answered.status == "completed"
+
+
+# --- REST API lookups: settle and stale -------------------------------------------------------
+
+def test_settle_records_the_final_as_its_callback_would_and_later_finals_are_duplicates(
+        ) -> None:
+    tracker = CallTracker(100, 3600)
+    run(tracker, ev("ringing", 0), ev("in-progress", 1))
+    decision = tracker.settle("c1", "completed", "outbound-api", 42, now=5.0)
+    assert decision is not None and not decision.duplicate
+    assert decision.final_status == "completed" and decision.observe_duration
+    assert decision.in_progress_delta == -1 and tracker.in_progress == 0
+    late = run(tracker, ev("completed", 2, call_duration=42), ev("failed", None),
+               ev("busy", 7), ev("ringing", 0, sid="c1"))
+    assert [d.duplicate for d in late] == [True, True, True, True]
+    late_ringing = run(tracker, ev("initiated", 0))[0]
+    assert not late_ringing.duplicate and late_ringing.late
+    assert late_ringing.final_status is None
+
+
+def test_settle_of_a_forgotten_or_finished_call_records_nothing() -> None:
+    tracker = CallTracker(100, 3600)
+    assert tracker.settle("nobody", "completed", "inbound", None, now=1.0) is None
+    run(tracker, ev("busy", 3))
+    again = tracker.settle("c1", "completed", "outbound-api", 9, now=1.0)
+    assert again is not None and again.duplicate and again.final_status is None
+    with pytest.raises(ValueError):
+        tracker.settle("c1", "ringing", "outbound-api", None, now=1.0)
+
+
+def test_settle_gives_an_unknown_direction_the_apis() -> None:
+    tracker = CallTracker(100, 3600)
+    run(tracker, ev("ringing", 0, direction="unknown"))
+    decision = tracker.settle("c1", "no-answer", "inbound", None, now=1.0)
+    assert decision is not None and decision.direction == "inbound"
+
+
+def test_a_silent_call_is_handed_out_with_doubling_patience() -> None:
+    tracker = CallTracker(100, 3600)
+    run(tracker, ev("in-progress", 1), now=0.0)
+    run(tracker, ev("ringing", 0, sid="done"), ev("completed", 1, sid="done"), now=0.0)
+    assert tracker.stale(9.9, 10, 5) == []
+    assert tracker.stale(10.0, 10, 5) == ["c1"]  # the finished call never
+    assert tracker.stale(19.9, 10, 5) == []  # not again until silent twice as long
+    assert tracker.stale(20.0, 10, 5) == ["c1"]
+    assert tracker.stale(39.9, 10, 5) == []
+    assert tracker.stale(40.0, 10, 5) == ["c1"]
+    run(tracker, ev("in-progress", 1, sid="c1", audio_in_mos=None), now=45.0)  # duplicate
+    assert tracker.stale(80.0, 10, 5) == ["c1"]
+    tracker.settle("c1", "completed", "outbound-api", 80, now=81.0)
+    assert tracker.stale(1000.0, 10, 5) == []
+
+
+def test_an_event_restarts_the_silence() -> None:
+    tracker = CallTracker(100, 3600)
+    run(tracker, ev("ringing", 0), now=0.0)
+    run(tracker, ev("in-progress", 1), now=8.0)
+    assert tracker.stale(10.0, 10, 5) == []
+    assert tracker.stale(18.0, 10, 5) == ["c1"]
+
+
+def test_calls_about_to_age_out_get_one_last_chance() -> None:
+    tracker = CallTracker(100, 100)
+    run(tracker, ev("ringing", 0), now=0.0)
+    run(tracker, ev("ringing", 1), now=85.0)  # not silent: only its age makes it due
+    assert tracker.stale(89.9, 10, 5) == []
+    assert tracker.stale(90.0, 10, 5) == ["c1"]
+    assert tracker.stale(95.0, 10, 5) == []  # once
+
+
+def test_the_oldest_calls_of_a_full_tracker_get_one_last_chance() -> None:
+    tracker = CallTracker(4, 3600)
+    for i in range(2):
+        run(tracker, ev("ringing", 0, sid=f"c{i}"), now=float(i))
+    assert tracker.stale(3.0, 10, 1) == []  # 2 + 1 < 4: room left
+    run(tracker, ev("ringing", 0, sid="c2"), ev("ringing", 0, sid="c3"), now=3.0)
+    assert tracker.stale(3.0, 10, 2) == ["c0", "c1"]  # next to be pushed out
+    assert tracker.stale(3.0, 10, 2) == []
+
+
+def test_limit_bounds_what_is_handed_out_and_sids_come_back_as_given() -> None:
+    tracker = CallTracker(100, 3600)
+    sids = ["0f8f6f3e-2d4c-4b7a-9c1e-5a6b7c8d9e0f", "ABC-upper", "plain"]
+    for sid in sids:
+        run(tracker, ev("ringing", 0, sid=sid), now=0.0)
+    assert tracker.stale(10.0, 10, 2) == sids[:2]
+    assert tracker.stale(10.0, 10, 2) == sids[2:]
