@@ -148,6 +148,15 @@ class MessageDeliveryFailuresHighConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbacksMissingConfig:
+    severity: str = "warning"
+    window: str = "1h"
+    max_ratio: float = 0.05
+    min_count: float = 20.0
+    pending_for: str = "15m"
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterDownConfig:
     severity: str = "critical"
     pending_for: str = "5m"
@@ -170,6 +179,7 @@ class AlertsConfig:
     exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig)
     message_delivery_failures_high: MessageDeliveryFailuresHighConfig = field(
         default_factory=MessageDeliveryFailuresHighConfig)
+    callbacks_missing: CallbacksMissingConfig = field(default_factory=CallbacksMissingConfig)
 
 
 @dataclass(frozen=True, slots=True)

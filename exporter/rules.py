@@ -223,6 +223,17 @@ def message_delivery_failures_high(config: AlertsConfig) -> Alert:
         "failed or undelivered", "such messages", links=False)
 
 
+def callbacks_missing(config: AlertsConfig) -> Alert:
+    c = config.callbacks_missing
+    return _share_alert(
+        "SignalWireCallbacksMissing", c,
+        _increase("signalwire_calls_reconciled_total", config, c.window),
+        _increase(_FINAL, config, c.window),
+        "SignalWire final callbacks are not arriving at {{ $labels.job }}",
+        f"final call statuses in the last {c.window} came from the REST API "
+        "(reconciliation), not from callbacks", "final calls", links=False)
+
+
 ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     call_failures_high,
     call_failure_ratio_high,
@@ -230,6 +241,7 @@ ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     callbacks_rejected,
     exporter_down,
     message_delivery_failures_high,
+    callbacks_missing,
 )
 
 

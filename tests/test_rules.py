@@ -18,7 +18,8 @@ from .conftest import ROOT, require_tool
 RULES = ROOT / "alerts" / "signalwire-exporter.rules.yml"
 ALERT_NAMES = ("SignalWireCallFailuresHigh", "SignalWireCallFailureRatioHigh",
                "SignalWireCallQualityLow", "SignalWireCallbacksRejected",
-               "SignalWireExporterDown", "SignalWireMessageDeliveryFailuresHigh")
+               "SignalWireExporterDown", "SignalWireMessageDeliveryFailuresHigh",
+               "SignalWireCallbacksMissing")
 # Call alerts link the failed-call report and the dashboard.
 LINKED = ALERT_NAMES[:3]
 # Fixed names other parts (dashboards, reports) query, with the labels they keep.
@@ -165,3 +166,15 @@ def test_link_urls_may_carry_a_query_but_not_a_fragment() -> None:
     assert f"dashboard_url: {dashboard}\n" in render_rules(config.alerts)
     with pytest.raises(ConfigError, match=r"alerts\.runbook_url:"):
         parse_config({"alerts": {"runbook_url": "https://wiki.example.com/a#b"}}, environ={})
+
+
+def test_callbacks_missing_reads_its_share_window_and_minimum_from_the_config() -> None:
+    config = parse_config({"alerts": {"callbacks_missing": {
+        "window": "30m", "max_ratio": 0.2, "min_count": 50, "pending_for": "5m",
+        "severity": "critical"}}}, environ={}).alerts
+    rule = next(r for r in yaml.safe_load(render_rules(config))["groups"][1]["rules"]
+                if r["alert"] == "SignalWireCallbacksMissing")
+    assert "increase(signalwire_calls_reconciled_total{job=\"signalwire-exporter\"}[30m])" in (
+        rule["expr"])
+    assert ") > 0.2\nand\n" in rule["expr"] and rule["expr"].endswith(">= 50")
+    assert rule["for"] == "5m" and rule["labels"] == {"severity": "critical"}
