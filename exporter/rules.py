@@ -180,7 +180,8 @@ def call_quality_low(config: AlertsConfig) -> Alert:
         _increase("signalwire_call_mos_bucket", config, c.window, f'le="{mos}"'),
         _increase("signalwire_call_mos_count", config, c.window),
         "Poor SignalWire call audio quality on {{ $labels.job }}",
-        f"calls that reported MOS in the last {c.window} had MOS {mos} or lower", "such calls")
+        f"calls that reported MOS in the last {c.window} had MOS at or below {mos}",
+        "such calls")
 
 
 def callbacks_rejected(config: AlertsConfig) -> Alert:
