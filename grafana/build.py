@@ -6,16 +6,22 @@ and exits 1 when a committed file is stale (tests/test_grafana.py does the same 
 Query conventions, kept by the helpers below:
 - every panel reads the ``$datasource`` variable, never a fixed datasource uid;
 - raw exporter metrics are filtered by ``$job``, ``$instance`` and ``$direction`` and summed,
-  so several replicas behind one job add up; recording rules (``alerts/``) are already summed
-  over instances per job, so they take ``$job`` and ``$direction`` only;
+  so several replicas behind one job add up; the call and message metrics that carry the
+  ``app`` and ``line`` labels (config ``labels:``) are also filtered by ``$app`` and ``$line``,
+  whose "All" is ``.*`` so series without those labels still match. Recording rules
+  (``alerts/``) are already summed over instances, apps and lines per job, so the few panels
+  on them take ``$job`` (and ``$direction``) only and say so;
 - time series use ``$__rate_interval``; the top-row stats use 5-minute windows, like the
-  recording rules and alerts they sit next to, so the row reads as one consistent "now".
+  recording rules and alerts, so the row reads as one consistent "now";
+- no NaN: a quantile or ratio over a window without observations gives no value, as in the
+  recording rules; counters that are routinely zero are drawn only where they are not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,27 +40,59 @@ RAW = 'job=~"$job", instance=~"$instance", direction=~"$direction"'
 RULE = 'job=~"$job", direction=~"$direction"'
 TARGET = 'job=~"$job", instance=~"$instance"'
 JOB = 'job=~"$job"'  # recording rules of metrics without a direction (messages and the like)
+# The metrics that carry `app` and `line` (config `labels:`): the calls' and the messages'.
+SLICE = 'app=~"$app", line=~"$line"'
+CALLS = f"{RAW}, {SLICE}"
+MESSAGES = f"{TARGET}, {SLICE}"
 
 ALL_INSTANCES = " Summed over all instances of the job (recording rule)."
+UNSLICED = " Not split by app or line."
+EXEMPLARS = (" Dots are exemplars: a recent call each; click one for its row in the exporter's "
+             "failed-call report.")
 
 # Colours of the final statuses and MOS tiers, shared by every panel that shows them.
 STATUS_COLOURS = {"completed": "green", "busy": "orange", "no-answer": "yellow",
                   "failed": "red", "canceled": "purple", "unknown": "text"}
+OUTCOME_COLOURS = {"accepted": "green", "duplicate": "blue", "invalid": "red",
+                   "unauthorized": "dark-red", "too_large": "orange", "unsupported": "purple",
+                   "timeout": "yellow", "method_not_allowed": "dark-purple",
+                   "stopping": "light-orange"}
 
 Step = tuple[float | None, str]
-MOS_STEPS: list[Step] = [(None, "red"), (3.1, "dark-orange"), (3.5, "orange"),
-                         (3.7, "yellow"), (4.2, "green")]
+
+
+def above(bound: float) -> float:
+    """The smallest number over ``bound``: a histogram bucket holds its upper bound (le),
+    while a Grafana colour step starts at its value, so a step "over 4.2" starts here."""
+    return math.nextafter(bound, math.inf)
+
+
+# MOS tiers as the histogram counts them: each holds its upper bound (bucket le).
+MOS_TIERS: list[tuple[str, str | None, str | None, str]] = [
+    ("bad (3.1 or less)", None, "3.1", "red"),
+    ("poor (over 3.1 to 3.5)", "3.1", "3.5", "dark-orange"),
+    ("poor (over 3.5 to 3.7)", "3.5", "3.7", "orange"),
+    ("fair (over 3.7 to 4.2)", "3.7", "4.2", "yellow"),
+    ("good (over 4.2)", "4.2", None, "green"),
+]
+MOS_STEPS: list[Step] = [(None if low is None else above(float(low)), colour)
+                         for _, low, _, colour in MOS_TIERS]
+MOS_TIER_TEXT = "3.1 or less bad, over 3.1 to 3.7 poor, over 3.7 to 4.2 fair, over 4.2 good"
 ASR_STEPS: list[Step] = [(None, "red"), (0.4, "yellow"), (0.6, "green")]
 FAILURE_STEPS: list[Step] = [(None, "green"), (0.1, "yellow"), (0.2, "red")]
 LOW_MOS_STEPS: list[Step] = [(None, "green"), (0.05, "yellow"), (0.1, "red")]
 JITTER_STEPS: list[Step] = [(None, "green"), (0.005, "yellow"), (0.03, "red")]
 LOSS_STEPS: list[Step] = [(None, "green"), (0.01, "yellow"), (0.05, "red")]
+UP_STEPS: list[Step] = [(None, "red"), (1, "green")]
 NEUTRAL: list[Step] = [(None, "blue")]
 MESSAGE_FAILURE_STEPS: list[Step] = [(None, "green"), (0.05, "yellow"), (0.1, "red")]
 MESSAGE_COLOURS = {"delivered": "green", "received": "blue", "read": "dark-green",
                    "undelivered": "orange", "failed": "red"}
 ITEM_COLOURS = {"completed": "green", "in-progress": "blue", "absent": "yellow",
                 "failed": "red", "unknown": "text"}
+
+# Where the browser reaches the exporter: a dashboard variable the links build on.
+EXPORTER_URL = "http://localhost:9880"  # deploy/compose.yaml publishes the exporter here
 
 
 # --- PromQL helpers -----------------------------------------------------------------
@@ -67,28 +105,53 @@ def increase(metric: str, matchers: str = RAW, window: str = "$__range") -> str:
     return f"increase({metric}{{{matchers}}}[{window}])"
 
 
-def quantile(q: float, histogram: str, matchers: str = RAW) -> str:
-    """Quantile over all selected instances and directions: sum the buckets first."""
-    return f"histogram_quantile({q}, sum by (le) ({rate(histogram + '_bucket', matchers)}))"
+def total(expr: str, by: str = "") -> str:
+    """Sum over instances (and directions, unless ``by`` keeps them)."""
+    return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
 
 
-def ratio(numerator: str, denominator: str) -> str:
+def nonzero(expr: str) -> str:
+    """Only the series that are not 0: pre-created zero series draw nothing."""
+    return f"{expr} > 0"
+
+
+def percentile(q: float) -> str:
+    """0.1 → p10, 0.99 → p99: what a legend should say."""
+    return f"p{q * 100:g}"
+
+
+def quantile(q: float, histogram: str, matchers: str = RAW, by: str = "") -> str:
+    """Quantile over the selected instances (and directions unless ``by``): buckets summed
+    first. No observations in the window gives no value, not NaN (as in the recording rules)."""
+    buckets = total(rate(histogram + "_bucket", matchers), f"{by}, le" if by else "le")
+    seen = total(rate(histogram + "_count", matchers), by)
+    return f"histogram_quantile({q}, {buckets})\nand on ({by})\n({seen} > 0)"
+
+
+def ratio(numerator: str, denominator: str, by: str = "") -> str:
     """No traffic gives no value ("No data"), not NaN, as in the recording rules."""
-    return f"sum({numerator})\n/\n(sum({denominator}) > 0)"
+    return f"{total(numerator, by)}\n/\n({total(denominator, by)} > 0)"
 
 
-def average(histogram: str, window: str = "$__rate_interval") -> str:
+def average(histogram: str, matchers: str = RAW, window: str = "$__rate_interval",
+            by: str = "") -> str:
     """Mean of a histogram's observations: sum of rates of _sum over sum of rates of _count."""
-    return ratio(rate(histogram + "_sum", RAW, window), rate(histogram + "_count", RAW, window))
+    return ratio(rate(histogram + "_sum", matchers, window),
+                 rate(histogram + "_count", matchers, window), by)
 
 
 # --- panel helpers ------------------------------------------------------------------
 
-def target(expr: str, legend: str = "", *, instant: bool = False, heatmap: bool = False) -> Json:
+def target(expr: str, legend: str = "", *, instant: bool = False, heatmap: bool = False,
+           exemplar: bool = False) -> Json:
+    """A Prometheus query; ``exemplar`` also fetches the exemplars (CallSids) of its series,
+    which the data source links to the failed-call report (grafana/provisioning)."""
     out: Json = {"datasource": DATASOURCE, "editorMode": "code", "expr": expr,
                  "instant": instant, "legendFormat": legend or "__auto", "range": not instant}
     if heatmap:
         out["format"] = "heatmap"
+    if exemplar:
+        out["exemplar"] = True
     return out
 
 
@@ -98,7 +161,9 @@ def thresholds(steps: Sequence[Step]) -> Json:
 
 
 def colour_overrides(colours: dict[str, str]) -> list[Json]:
-    return [{"matcher": {"id": "byName", "options": name},
+    """A fixed colour per series name; a name starting with ``~`` is a regex instead."""
+    return [{"matcher": {"id": "byRegexp", "options": name[1:]} if name.startswith("~")
+             else {"id": "byName", "options": name},
              "properties": [{"id": "color", "value": {"fixedColor": colour, "mode": "fixed"}}]}
             for name, colour in colours.items()]
 
@@ -119,11 +184,13 @@ def _panel(kind: str, title: str, description: str, unit: str, targets: Sequence
 
 
 def stat(title: str, description: str, unit: str, expr: str, steps: Sequence[Step],
-         decimals: int = 2) -> Json:
-    return _panel("stat", title, description, unit, [target(expr, title)], steps, {
+         decimals: int = 2, legend: str = "") -> Json:
+    """One number; with ``legend``, each value is shown with its name (e.g. a version)."""
+    return _panel("stat", title, description, unit, [target(expr, legend or title)], steps, {
         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-        "colorMode": "value", "graphMode": "area", "justifyMode": "auto",
-        "orientation": "auto", "textMode": "value", "wideLayout": True,
+        "colorMode": "value", "graphMode": "area" if not legend else "none",
+        "justifyMode": "auto", "orientation": "auto",
+        "textMode": "value_and_name" if legend else "value", "wideLayout": True,
         "showPercentChange": False,
     }, {"color": {"mode": "thresholds"}, "decimals": decimals})
 
@@ -148,11 +215,12 @@ def timeseries(title: str, description: str, unit: str, targets: Sequence[Json],
     }, defaults, colour_overrides(colours or {}))
 
 
-def heatmap(title: str, description: str, histogram: str, unit: str) -> Json:
+def heatmap(title: str, description: str, histogram: str, unit: str, matchers: str = RAW,
+            exemplar: bool = False) -> Json:
     """Bucket counts per time slot; the panel's 1m minimum interval keeps slots apart."""
-    expr = f"sum by (le) ({increase(histogram + '_bucket', RAW, '$__interval')})"
+    expr = f"sum by (le) ({increase(histogram + '_bucket', matchers, '$__interval')})"
     panel = _panel("heatmap", title, description, unit,
-                   [target(expr, "{{le}}", heatmap=True)], NEUTRAL, {
+                   [target(expr, "{{le}}", heatmap=True, exemplar=exemplar)], NEUTRAL, {
                        "calculate": False, "cellGap": 1,
                        "cellValues": {"unit": "short"},
                        "color": {"exponent": 0.5, "fill": "dark-orange", "mode": "scheme",
@@ -223,43 +291,49 @@ def layout(sections: Sequence[Section]) -> list[Json]:
 
 # --- the calls dashboard ------------------------------------------------------------
 
-def _completed() -> str:
-    return f'signalwire:calls:rate5m{{{RULE}, status="completed"}}'
+FINAL = "signalwire_calls_total"
+NOT_ANSWERED = 'status=~"failed|busy|no-answer"'
 
 
-def _attempts() -> str:
-    return f"signalwire:call_attempts:rate5m{{{RULE}}}"
+def _calls(selector: str = "", window: str = "$__rate_interval") -> str:
+    """Final calls per second over the selection (every variable), optionally narrowed."""
+    return rate(FINAL, f"{CALLS}, {selector}" if selector else CALLS, window)
 
 
 def overview() -> Section:
+    """The top row: 5-minute stats that all follow every variable (job, instance, direction,
+    app, line), so the row is one consistent "now" for the selection."""
+    follows = " Follows every variable."
     return Section(None).line(
         4,
         (4, stat("Calls per second",
                  "Calls that reached a final status, per second, over the last 5 minutes."
-                 + ALL_INSTANCES, "cps", f"sum({_attempts()})", NEUTRAL, 3)),
+                 + follows, "cps", total(_calls(window="5m")), NEUTRAL, 3)),
         (4, stat("Answer-seizure ratio",
                  "Completed calls / all final calls over the last 5 minutes. 60-70% is "
-                 "often called very good, but it depends on the traffic mix." + ALL_INSTANCES,
-                 "percentunit", ratio(_completed(), _attempts()), ASR_STEPS, 1)),
+                 "often called very good, but it depends on the traffic mix." + follows,
+                 "percentunit", ratio(_calls('status="completed"', "5m"), _calls(window="5m")),
+                 ASR_STEPS, 1)),
         (4, stat("Failure ratio",
                  "Calls that ended failed, busy or no-answer / all final calls over the "
                  "last 5 minutes. SignalWireCallFailureRatioHigh fires above 20% over 15 "
-                 "minutes." + ALL_INSTANCES, "percentunit",
-                 ratio(f'signalwire:calls:rate5m{{{RULE}, status=~"failed|busy|no-answer"}}',
-                       _attempts()), FAILURE_STEPS, 1)),
+                 "minutes." + follows, "percentunit",
+                 ratio(_calls(NOT_ANSWERED, "5m"), _calls(window="5m")), FAILURE_STEPS, 1)),
         (4, stat("Calls in progress",
-                 "Answered calls not yet final, summed over the selected instances. Stays 0 "
-                 "unless the 'answered' status callback event is subscribed.", "short",
-                 f"sum(signalwire_calls_in_progress{{{RAW}}})", NEUTRAL, 0)),
+                 "Answered calls not yet final. Stays 0 unless the 'answered' status callback "
+                 "event is subscribed." + follows, "short",
+                 total(f"signalwire_calls_in_progress{{{CALLS}}}"), NEUTRAL, 0)),
         (4, stat("Average call duration",
-                 "Mean CallDuration of completed calls that ended in the last 5 minutes.",
-                 "s", average("signalwire_call_duration_seconds", "5m"), NEUTRAL, 0)),
+                 "Mean CallDuration of completed calls that ended in the last 5 minutes."
+                 + follows, "s", average("signalwire_call_duration_seconds", CALLS, "5m"),
+                 NEUTRAL, 0)),
         (4, stat("Low-MOS calls",
-                 "Share of calls with MOS below 3.5 among calls that reported MOS in the last "
-                 "5 minutes. SignalWireCallQualityLow fires above 10% over 15 minutes.",
+                 "Share of calls with MOS at or below 3.5 (the histogram's le=\"3.5\" bucket, "
+                 "3.5 itself included) among calls that reported MOS in the last 5 minutes. "
+                 "SignalWireCallQualityLow fires above 10% over 15 minutes." + follows,
                  "percentunit",
-                 ratio(rate("signalwire_call_mos_bucket", RAW + ', le="3.5"', "5m"),
-                       rate("signalwire_call_mos_count", RAW, "5m")), LOW_MOS_STEPS, 1)),
+                 ratio(rate("signalwire_call_mos_bucket", CALLS + ', le="3.5"', "5m"),
+                       rate("signalwire_call_mos_count", CALLS, "5m")), LOW_MOS_STEPS, 1)),
     )
 
 
@@ -267,61 +341,71 @@ def calls() -> Section:
     return Section("Calls").line(
         8,
         (12, timeseries("Final calls by status",
-                        "Calls per second by the final status they reached." + ALL_INSTANCES,
-                        "cps",
-                        [target(f"sum by (status) (signalwire:calls:rate5m{{{RULE}}})",
-                                "{{status}}")],
+                        "Calls per second by the final status they reached.", "cps",
+                        [target(total(_calls(), "status"), "{{status}}")],
                         stacked=True, colours=STATUS_COLOURS)),
         (12, timeseries("Final calls by direction",
-                        "Calls per second that reached a final status, by direction."
-                        + ALL_INSTANCES, "cps",
-                        [target(f"sum by (direction) (signalwire:calls:rate5m{{{RULE}}})",
-                                "{{direction}}")], stacked=True)),
+                        "Calls per second that reached a final status, by direction (every "
+                        "direction the exporter reports, e.g. outbound from the Calling API).",
+                        "cps", [target(total(_calls(), "direction"), "{{direction}}")],
+                        stacked=True)),
     ).line(
         8,
         (8, timeseries("Answer-seizure ratio by direction",
-                       "Completed / all final calls, 5-minute windows." + ALL_INSTANCES,
-                       "percentunit",
-                       [target(f"signalwire:call_answer_seizure_ratio:5m{{{RULE}}}",
+                       "Completed / all final calls.", "percentunit",
+                       [target(ratio(_calls('status="completed"'), _calls(), "direction"),
                                "{{direction}}")],
                        steps=ASR_STEPS, show_thresholds=True, bounds=(0, 1))),
         (8, timeseries("Failure ratio by direction",
-                       "(failed + busy + no-answer) / all final calls, 5-minute windows."
-                       + ALL_INSTANCES, "percentunit",
-                       [target(f"signalwire:call_failure_ratio:5m{{{RULE}}}",
+                       "(failed + busy + no-answer) / all final calls.", "percentunit",
+                       [target(ratio(_calls(NOT_ANSWERED), _calls(), "direction"),
                                "{{direction}}")],
                        steps=FAILURE_STEPS, show_thresholds=True, bounds=(0, 1))),
         (8, timeseries("Status changes received",
                        "Every call status change (initiated, ringing, in-progress, finals), "
                        "each delivery counted once. Only the events subscribed with "
-                       "StatusCallbackEvent arrive." + ALL_INSTANCES, "cps",
-                       [target(f"sum by (status) (signalwire:call_status_events:rate5m{{{RULE}}})",
-                               "{{status}}")], colours=STATUS_COLOURS)),
+                       "StatusCallbackEvent arrive.", "cps",
+                       [target(total(rate("signalwire_call_status_events_total", CALLS),
+                                     "status"), "{{status}}")], colours=STATUS_COLOURS)),
     )
 
 
 def failures() -> Section:
     sip = "signalwire_call_sip_responses_total"
-    sip_note = " Empty until a callback carries SipResultCode."
+    sip_note = " Empty until a callback carries SipResultCode." + UNSLICED
     failed_sip = increase(sip, RAW + ', class!~"1xx|2xx"')
+    reasons = "signalwire_call_end_reasons_total"
+    reason_note = (" From the Calling API's call state events (calling.call.state "
+                   "end_reason); empty until /callbacks/calling receives them." + UNSLICED)
     return Section("Failures").line(
         8,
         (8, timeseries("Unsuccessful calls by status",
                        "Calls per second that ended busy, no-answer, failed or canceled."
-                       + ALL_INSTANCES, "cps",
-                       [target(f'sum by (status) (signalwire:calls:rate5m{{{RULE}, '
-                               f'status!="completed"}})', "{{status}}")],
+                       + EXEMPLARS, "cps",
+                       [target(total(_calls('status!="completed"'), "status"), "{{status}}",
+                               exemplar=True)],
                        stacked=True, colours=STATUS_COLOURS)),
         (8, timeseries("SIP final responses by class",
                        "SIP final response to the INVITE, once per call, by class." + sip_note,
-                       "cps", [target(f"sum by (class) ({rate(sip)})", "{{class}}")],
+                       "cps", [target(total(rate(sip), "class"), "{{class}}")],
                        stacked=True, colours={"2xx": "green", "3xx": "blue", "4xx": "orange",
                                               "5xx": "red", "6xx": "purple"})),
         (8, bargauge("Top SIP failure codes",
-                     "Most frequent non-2xx SIP final responses in the selected time range; "
-                     'uncommon codes are grouped as "other".' + sip_note, "short",
-                     [target(f"topk(10, sum by (code) ({failed_sip}))",
-                             "{{code}}", instant=True)], [(None, "orange")])),
+                     "Most frequent non-2xx SIP final responses in the selected time range "
+                     '(codes that occurred); uncommon codes are grouped as "other".' + sip_note,
+                     "short",
+                     [target(f"topk(10, {nonzero(total(failed_sip, 'code'))})", "{{code}}",
+                             instant=True)], [(None, "orange")])),
+    ).line(
+        8,
+        (12, timeseries("Call end reasons", "Calls per second by end reason." + reason_note,
+                        "cps", [target(total(rate(reasons), "reason"), "{{reason}}")],
+                        stacked=True)),
+        (12, bargauge("Top call end reasons",
+                      "Calls per end reason in the selected time range (reasons that occurred)."
+                      + reason_note, "short",
+                      [target(f"topk(10, {nonzero(total(increase(reasons), 'reason'))})",
+                              "{{reason}}", instant=True)])),
     )
 
 
@@ -332,81 +416,88 @@ def duration() -> Section:
         (8, timeseries("Call duration percentiles",
                        "CallDuration of completed calls: percentiles from the histogram "
                        "(estimates within a bucket) and the exact mean.", "s",
-                       [target(quantile(0.5, hist), "p50"), target(quantile(0.9, hist), "p90"),
-                        target(quantile(0.99, hist), "p99"), target(average(hist), "mean")])),
+                       [*(target(quantile(q, hist, CALLS), percentile(q))
+                          for q in (0.5, 0.9, 0.99)),
+                        target(average(hist, CALLS), "mean")])),
         (8, heatmap("Call duration heatmap",
-                    "Completed calls per duration bucket and time slot.", hist, "s")),
+                    "Completed calls per duration bucket and time slot.", hist, "s", CALLS)),
         (8, timeseries("Average call duration by direction",
-                       "Mean CallDuration of completed calls, 5-minute windows."
-                       + ALL_INSTANCES, "s",
-                       [target(f"signalwire:call_duration_seconds:avg5m{{{RULE}}}",
-                               "{{direction}}")])),
+                       "Mean CallDuration of completed calls.", "s",
+                       [target(average(hist, CALLS, by="direction"), "{{direction}}")])),
     )
 
 
-def _mos_below(bound: str) -> str:
-    return f"sum({increase('signalwire_call_mos_bucket', RAW + f', le={json.dumps(bound)}')})"
+def _mos_at_or_below(bound: str) -> str:
+    """Calls with MOS at or below ``bound``: the le bucket holds its upper bound."""
+    return total(increase("signalwire_call_mos_bucket", f"{CALLS}, le={json.dumps(bound)}"))
 
 
 def _mos_tier(low: str | None, high: str | None) -> str:
-    upper = (f"sum({increase('signalwire_call_mos_count')})" if high is None
-             else _mos_below(high))
-    return upper if low is None else f"{upper}\n-\n{_mos_below(low)}"
+    """Calls with low < MOS <= high (no low: from the bottom; no high: to the top)."""
+    upper = (total(increase("signalwire_call_mos_count", CALLS)) if high is None
+             else _mos_at_or_below(high))
+    return upper if low is None else f"{upper}\n-\n{_mos_at_or_below(low)}"
 
 
 def quality() -> Section:
-    tiers = [("bad (< 3.1)", None, "3.1", "red"), ("poor (3.1-3.5)", "3.1", "3.5", "dark-orange"),
-             ("poor (3.5-3.7)", "3.5", "3.7", "orange"), ("fair (3.7-4.2)", "3.7", "4.2", "yellow"),
-             ("good (>= 4.2)", "4.2", None, "green")]
+    note = " Empty until a final callback carries AudioInMos."
+    mos = "signalwire_call_mos"
     return Section("Call quality (MOS)").line(
         8,
         (8, bargauge("Calls by MOS tier",
-                     "Calls that reported MOS in the selected time range, by E-model tier: "
-                     "< 3.1 bad, 3.1-3.7 poor (3.5 is the low-MOS alert line), 3.7-4.2 fair, "
-                     ">= 4.2 good. Empty until a final callback carries AudioInMos.", "short",
+                     "Calls that reported MOS in the selected time range, by tier as the "
+                     f"histogram buckets count them (each tier includes its upper bound): "
+                     f"{MOS_TIER_TEXT}; the low-MOS alert counts MOS 3.5 or less." + note,
+                     "short",
                      [target(_mos_tier(low, high), name, instant=True)
-                      for name, low, high, _ in tiers],
-                     colours={name: colour for name, _, _, colour in tiers})),
-        (8, timeseries("MOS quantiles by direction",
-                       "10th, 50th and 90th percentile MOS over 5-minute windows; dashed lines "
-                       "at the tiers 3.1, 3.5, 3.7 and 4.2." + ALL_INSTANCES, "none",
-                       [target(f"signalwire:call_mos:quantile5m{{{RULE}}}",
-                               "{{direction}} p{{quantile}}")],
+                      for name, low, high, _ in MOS_TIERS],
+                     colours={name: colour for name, _, _, colour in MOS_TIERS})),
+        (8, timeseries("MOS percentiles by direction",
+                       "10th, 50th and 90th percentile MOS (estimates within a bucket); "
+                       f"colours and dashed lines at the tiers: {MOS_TIER_TEXT}."
+                       + EXEMPLARS, "none",
+                       [target(quantile(q, mos, CALLS, "direction"),
+                               f"{{{{direction}}}} {percentile(q)}", exemplar=q == 0.1)
+                        for q in (0.1, 0.5, 0.9)],
                        steps=MOS_STEPS, show_thresholds=True, bounds=(1, 5))),
-        (8, heatmap("MOS heatmap", "Calls per MOS bucket and time slot.",
-                    "signalwire_call_mos", "none")),
+        (8, heatmap("MOS heatmap", "Calls per MOS bucket and time slot." + EXEMPLARS,
+                    mos, "none", CALLS, exemplar=True)),
     ).line(
         8,
         (8, timeseries("Low-MOS share by direction",
-                       "Share of calls with MOS below 3.5, 5-minute windows." + ALL_INSTANCES,
-                       "percentunit",
-                       [target(f"signalwire:call_mos_below_3_5:ratio5m{{{RULE}}}",
+                       "Share of calls with MOS at or below 3.5 (3.5 included) among calls "
+                       "that reported MOS.", "percentunit",
+                       [target(ratio(rate(mos + "_bucket", CALLS + ', le="3.5"'),
+                                     rate(mos + "_count", CALLS), "direction"),
                                "{{direction}}")],
                        steps=LOW_MOS_STEPS, show_thresholds=True, bounds=(0, 1))),
         (8, timeseries("MOS mean",
-                       "Mean MOS of calls that reported it.", "none",
-                       [target(average("signalwire_call_mos"), "mean")],
+                       f"Mean MOS of calls that reported it; colours at the tiers: "
+                       f"{MOS_TIER_TEXT}.", "none",
+                       [target(average(mos, CALLS), "mean")],
                        steps=MOS_STEPS, show_thresholds=True, bounds=(1, 5))),
         (8, timeseries("Calls reporting MOS",
                        "Calls per second whose final callback carried AudioInMos: the sample "
                        "size behind the quality panels.", "cps",
-                       [target(f"sum by (direction) ({rate('signalwire_call_mos_count')})",
+                       [target(total(rate(mos + "_count", CALLS), "direction"),
                                "{{direction}}")])),
     )
 
 
 def jitter_and_loss() -> Section:
     packets = "signalwire_call_audio_in_packets_total"
-    note = " Empty until a final callback carries audio quality fields."
+    note = " Empty until a final callback carries audio quality fields." + UNSLICED
     not_received = rate(packets, RAW + ', result!="received"')
+    jitter_max, jitter_min = ("signalwire_call_jitter_max_seconds",
+                              "signalwire_call_jitter_min_seconds")
     return Section("Jitter and packet loss").line(
         8,
         (8, timeseries("Jitter variance",
                        "AudioInJitterMaxVariance (p50, p90) and AudioInJitterMinVariance "
                        "(p50) per call. Over 30 ms max is commonly called high." + note, "s",
-                       [target(quantile(0.5, "signalwire_call_jitter_max_seconds"), "max p50"),
-                        target(quantile(0.9, "signalwire_call_jitter_max_seconds"), "max p90"),
-                        target(quantile(0.5, "signalwire_call_jitter_min_seconds"), "min p50")],
+                       [target(quantile(0.5, jitter_max), "max p50"),
+                        target(quantile(0.9, jitter_max), "max p90"),
+                        target(quantile(0.5, jitter_min), "min p50")],
                        steps=JITTER_STEPS, show_thresholds=True)),
         (8, timeseries("Packet loss",
                        "Inbound audio packet loss: over all packets (lost / (received + lost)), "
@@ -421,28 +512,57 @@ def jitter_and_loss() -> Section:
         (8, timeseries("Audio packets lost and discarded",
                        "Inbound audio packets per second lost (skipped) or discarded from the "
                        "jitter buffer (flushed)." + note, "cps",
-                       [target(f"sum by (result) ({not_received})",
-                               "{{result}}")])),
+                       [target(total(not_received, "result"), "{{result}}")])),
     )
 
 
 def call_setup() -> Section:
+    pdd = "signalwire:call_post_dial_delay_seconds:quantile5m"
+    answer = "signalwire_call_time_to_answer_seconds"
     return Section("Call setup").line(
         8,
         (8, timeseries("Post-dial delay by direction",
                        "initiated to ringing (1 s resolution), 5-minute windows. Empty until "
-                       "both the initiated and ringing events are subscribed." + ALL_INSTANCES,
-                       "s", [target(f"signalwire:call_post_dial_delay_seconds:quantile5m{{{RULE}}}",
-                                    "{{direction}} p{{quantile}}")])),
+                       "both the initiated and ringing events are subscribed." + ALL_INSTANCES
+                       + UNSLICED, "s",
+                       [target(f'{pdd}{{{RULE}, quantile="{q}"}}',
+                               f"{{{{direction}}}} {percentile(q)}")
+                        for q in (0.5, 0.9, 0.99)])),
         (8, heatmap("Post-dial delay heatmap",
                     "Calls per post-dial delay bucket and time slot. Empty until both the "
-                    "initiated and ringing events are subscribed.",
+                    "initiated and ringing events are subscribed." + UNSLICED,
                     "signalwire_call_post_dial_delay_seconds", "s")),
         (8, timeseries("Time to answer",
                        "ringing to answered (1 s resolution), percentiles. Empty until both the "
-                       "ringing and answered events are subscribed.", "s",
-                       [target(quantile(0.5, "signalwire_call_time_to_answer_seconds"), "p50"),
-                        target(quantile(0.9, "signalwire_call_time_to_answer_seconds"), "p90")])),
+                       "ringing and answered events are subscribed." + UNSLICED, "s",
+                       [target(quantile(q, answer), percentile(q)) for q in (0.5, 0.9)])),
+    )
+
+
+def reconciliation() -> Section:
+    note = (" Empty unless reconcile.enabled is on (needs signalwire_api credentials; see "
+            "docs/configuration.md).")
+    return Section("Reconciliation and cost (SignalWire REST API)").line(
+        8,
+        (8, timeseries("Calls from callbacks and reconciled",
+                       "Final calls counted from status callbacks, beside calls whose final "
+                       "callback never came and whose status the exporter fetched from the "
+                       "REST API instead (by that status). Many reconciled calls mean "
+                       "callbacks are being lost (SignalWireCallbacksMissing)." + note, "cps",
+                       [target(total(_calls()), "from callbacks"),
+                        target(total(rate("signalwire_calls_reconciled_total", TARGET),
+                                     "status"), "reconciled {{status}}")])),
+        (8, timeseries("Call cost per hour by direction",
+                       "What the calls that ended cost, per hour, in each currency: the "
+                       "price the REST API reports per call, summed. Needs "
+                       "reconcile.fetch_price." + note + UNSLICED, "short",
+                       [target(total(rate("signalwire_call_price_total"), "direction, currency")
+                               + " * 3600", "{{direction}} ({{currency}}/h)")], stacked=True)),
+        (8, timeseries("REST API requests by outcome",
+                       "Requests the exporter made to the SignalWire REST API, per second, by "
+                       "outcome." + note, "reqps",
+                       [target(total(rate("signalwire_exporter_api_requests_total", TARGET),
+                                     "outcome"), "{{outcome}}")])),
     )
 
 
@@ -460,37 +580,41 @@ def messaging() -> Section:
         (6, timeseries("Messages by final status",
                        "Messages per second by the final status they reached (delivered, "
                        "undelivered, failed, received, read). MMS stops at sent and is not "
-                       "here." + note + ALL_INSTANCES, "cps",
-                       [_by_status("signalwire:messages:rate5m")],
+                       "here." + note, "cps",
+                       [target(total(rate("signalwire_messages_total", MESSAGES), "status"),
+                               "{{status}}")],
                        stacked=True, colours=MESSAGE_COLOURS)),
         (6, timeseries("Message delivery failure ratio",
                        "(failed + undelivered) / outbound messages that reached a final "
                        "status, 15-minute windows. SignalWireMessageDeliveryFailuresHigh fires "
-                       "above 10% with at least 20 messages." + ALL_INSTANCES, "percentunit",
+                       "above 10% with at least 20 messages." + ALL_INSTANCES + UNSLICED,
+                       "percentunit",
                        [target(f"max(signalwire:message_delivery_failure_ratio:15m{{{JOB}}})",
                                "failed or undelivered")],
                        steps=MESSAGE_FAILURE_STEPS, show_thresholds=True, bounds=(0, 1))),
         (6, bargauge("Top message error codes",
-                     "Messages per ErrorCode in the selected time range, once per message; "
-                     'codes outside the exporter\'s list are grouped as "other".' + note,
-                     "short", [target(f"topk(10, sum by (code) ({errors}))", "{{code}}",
-                                      instant=True)], [(None, "orange")])),
+                     "Messages per ErrorCode in the selected time range, once per message, "
+                     'codes that occurred only; codes outside the exporter\'s list are grouped '
+                     'as "other".' + note + UNSLICED, "short",
+                     [target(f"topk(10, {nonzero(total(errors, 'code'))})", "{{code}}",
+                             instant=True)], [(None, "orange")])),
         (6, timeseries("Message delivery time",
                        "queued/sent to delivered, from the exporter's receive times of the two "
-                       "callbacks (messages carry no Timestamp; see docs/callbacks.md).", "s",
-                       [target(quantile(0.5, delivery, TARGET), "p50"),
-                        target(quantile(0.9, delivery, TARGET), "p90")])),
+                       "callbacks (messages carry no Timestamp; see docs/callbacks.md)."
+                       + UNSLICED, "s",
+                       [target(quantile(q, delivery, TARGET), percentile(q))
+                        for q in (0.5, 0.9)])),
     ).line(
         8,
         (6, timeseries("Message status changes",
                        "Every message status change (queued, sending, sent, finals), each "
-                       "delivery counted once." + ALL_INSTANCES, "cps",
+                       "delivery counted once." + ALL_INSTANCES + UNSLICED, "cps",
                        [_by_status("signalwire:message_status_events:rate5m")],
                        colours=MESSAGE_COLOURS)),
         (6, timeseries("Message segments",
                        "SMS segments per second (NumSegments, once per message): what the "
-                       "messages are billed by.", "short",
-                       [target(f"sum({rate('signalwire_message_segments_total', TARGET)})",
+                       "messages are billed by." + UNSLICED, "cps",
+                       [target(total(rate("signalwire_message_segments_total", TARGET)),
                                "segments")])),
         (6, timeseries("Recordings by status",
                        "Recording status changes per second (in-progress, completed, absent "
@@ -504,55 +628,132 @@ def messaging() -> Section:
     )
 
 
+def ten_dlc() -> Section:
+    events = "signalwire_10dlc_events_total"
+    note = (" From 10DLC status callbacks at /callbacks/10dlc (brand, campaign and number "
+            "assignment changes).")
+    return Section("10DLC").line(
+        8,
+        (12, timeseries("10DLC events",
+                        "10DLC status events per second by category and event type." + note,
+                        "cps", [target(total(rate(events, TARGET), "category, event_type"),
+                                       "{{category}} {{event_type}}")])),
+        (12, bargauge("10DLC events in range",
+                      "10DLC status events in the selected time range by category and event "
+                      "type (those that occurred). A deactivated campaign or a failed number "
+                      "assignment also fires an alert." + note, "short",
+                      [target(nonzero(total(increase(events, TARGET), "category, event_type")),
+                              "{{category}} {{event_type}}", instant=True)])),
+    )
+
+
 def exporter_health() -> Section:
     callbacks = "signalwire_exporter_callbacks_total"
-    not_accepted = rate(callbacks, TARGET + ', outcome!="accepted"')
+    store = " Empty with the memory state backend (state.backend: redis only)."
+    relay = " Empty while the SMS relay is off (sms section of the config)."
     return Section("Exporter health").line(
         8,
         (8, timeseries("Callbacks by outcome",
                        "Requests to the callback endpoints per second, by outcome.", "reqps",
-                       [target(f"sum by (outcome) ({rate(callbacks, TARGET)})", "{{outcome}}")],
-                       colours={"accepted": "green", "duplicate": "blue", "invalid": "red",
-                                "unauthorized": "dark-red", "too_large": "orange",
-                                "unsupported": "purple"})),
-        (8, timeseries("Rejected and duplicate callbacks",
-                       "Callbacks not accepted, by endpoint and outcome. Duplicates are normal "
-                       "(at-least-once delivery); unauthorized or invalid ones usually mean a "
-                       "wrong signing key or URL (SignalWireCallbacksRejected).", "reqps",
-                       [target(f"sum by (endpoint, outcome) ({not_accepted})",
-                               "{{endpoint}} {{outcome}}")])),
-        (8, timeseries("Late events and timestamp errors",
-                       "Events that arrived after a newer one of the same call (counted, not "
-                       "applied), and callbacks whose Timestamp could not be parsed.", "reqps",
-                       [target(f"sum by (endpoint) "
-                               f"({rate('signalwire_exporter_late_events_total', TARGET)})",
-                               "late {{endpoint}}"),
-                        target(f"sum by (endpoint) "
-                               f"({rate('signalwire_exporter_timestamp_errors_total', TARGET)})",
-                               "bad timestamp {{endpoint}}")])),
+                       [target(total(rate(callbacks, TARGET), "outcome"), "{{outcome}}")],
+                       colours=OUTCOME_COLOURS)),
+        (8, timeseries("Refused callbacks",
+                       "Callbacks refused and so not counted, by endpoint and outcome (only "
+                       "those that occurred). unauthorized or invalid usually mean a wrong "
+                       "signing key or URL and fire SignalWireCallbacksRejected.", "reqps",
+                       [target(nonzero(total(rate(
+                           callbacks, TARGET + ', outcome!~"accepted|duplicate"'),
+                           "endpoint, outcome")), "{{endpoint}} {{outcome}}")],
+                       colours={f"~.* {outcome}": colour
+                                for outcome, colour in OUTCOME_COLOURS.items()})),
+        (8, timeseries("Duplicate deliveries",
+                       "Callbacks delivered again and counted once, by endpoint (only those "
+                       "that occurred): routine, since the provider delivers at least once.",
+                       "reqps",
+                       [target(nonzero(total(rate(callbacks, TARGET + ', outcome="duplicate"'),
+                                             "endpoint")), "{{endpoint}}")])),
     ).line(
         8,
+        (6, timeseries("Late events and timestamp errors",
+                       "Events that arrived after a newer one of the same call (counted, not "
+                       "applied), and callbacks whose Timestamp could not be parsed (only "
+                       "those that occurred).", "reqps",
+                       [target(nonzero(total(rate("signalwire_exporter_late_events_total",
+                                                  TARGET), "endpoint")), "late {{endpoint}}"),
+                        target(nonzero(total(rate("signalwire_exporter_timestamp_errors_total",
+                                                  TARGET), "endpoint")),
+                               "bad timestamp {{endpoint}}")])),
         (6, timeseries("Tracked calls",
                        "Calls each instance holds for de-duplication (bounded by "
                        "tracking.max_calls).", "short",
-                       [target(f"sum by (instance) (signalwire_exporter_tracked_calls{{{TARGET}}})",
-                               "{{instance}}")])),
+                       [target(total(f"signalwire_exporter_tracked_calls{{{TARGET}}}",
+                                     "instance"), "{{instance}}")])),
         (6, timeseries("Expired calls",
                        "Calls dropped from tracking without a final status, by reason (ttl: "
-                       "older than tracking.call_ttl_seconds; capacity: store full).", "cps",
-                       [target(f"sum by (reason) ({rate('signalwire_calls_expired_total')})",
+                       "older than tracking.call_ttl_seconds; capacity: store full; only "
+                       "those that occurred).", "cps",
+                       [target(nonzero(total(rate("signalwire_calls_expired_total"), "reason")),
                                "{{reason}}")])),
         (6, timeseries("Scrape duration",
                        "How long Prometheus takes to scrape each instance.", "s",
                        [target(f"max by (instance) (scrape_duration_seconds{{{TARGET}}})",
                                "{{instance}}")])),
-        (6, stat("Instances up", "Selected exporter instances Prometheus scrapes successfully.",
-                 "short", f"sum(up{{{TARGET}}})", [(None, "red"), (1, "green")], 0)),
+    ).line(
+        8,
+        (4, stat("Instances up",
+                 "Selected exporter instances Prometheus scrapes successfully / all it is "
+                 "meant to scrape: 100% green, red when any is down (SignalWireExporterDown "
+                 "fires after 5 minutes).", "percentunit",
+                 f"sum(up{{{TARGET}}})\n/\ncount(up{{{TARGET}}})", UP_STEPS, 0)),
+        (4, stat("Exporter version",
+                 "Versions the selected instances run, each with how many instances run it.",
+                 "short", f"count by (version) (signalwire_exporter_build_info{{{TARGET}}})",
+                 NEUTRAL, 0, legend="{{version}}")),
+        (8, timeseries("Store up",
+                       "1 while the instance reaches its shared state store (Redis), 0 while "
+                       "it does not: callbacks are then spooled, not lost." + store, "short",
+                       [target(f"max by (instance) (signalwire_exporter_store_up{{{TARGET}}})",
+                               "{{instance}}")], steps=UP_STEPS, bounds=(0, 1))),
+        (8, timeseries("Spooled callbacks and store errors",
+                       "Callbacks each instance holds while the store is unreachable, waiting "
+                       "to be written; and failed store operations per second (only those "
+                       "that occurred)." + store, "short",
+                       [target(total(f"signalwire_exporter_store_spooled_callbacks{{{TARGET}}}",
+                                     "instance"), "spooled {{instance}}"),
+                        target(nonzero(total(rate("signalwire_exporter_store_errors_total",
+                                                  TARGET), "instance")),
+                               "errors/s {{instance}}")])),
+    ).line(
+        8,
+        (8, timeseries("Alert notifications relayed",
+                       "Alertmanager notifications to /alerts/sms per second, by outcome (only "
+                       "those that occurred). Anything but sent means an alert may not have "
+                       "reached a phone." + relay, "reqps",
+                       [target(nonzero(total(rate("signalwire_exporter_alert_notifications_total",
+                                                  TARGET), "outcome")), "{{outcome}}")],
+                       colours={"sent": "green", "partial": "orange", "failed": "red",
+                                "refused": "dark-red", "unauthorized": "purple",
+                                "invalid": "yellow"})),
+        (8, timeseries("Alert SMS by result",
+                       "Text messages per recipient per second, after retries (only those "
+                       "that occurred)." + relay, "cps",
+                       [target(nonzero(total(rate("signalwire_exporter_sms_total", TARGET),
+                                             "result")), "{{result}}")],
+                       colours={"sent": "green", "failed": "red"})),
+        (8, timeseries("SMS API requests by outcome",
+                       "Requests the SMS relay made to the SignalWire Messages API, retries "
+                       "included (only those that occurred)." + relay, "reqps",
+                       [target(nonzero(total(rate("signalwire_exporter_sms_api_requests_total",
+                                                  TARGET), "outcome")), "{{outcome}}")],
+                       colours={"sent": "green", "client_error": "orange",
+                                "server_error": "red", "rate_limited": "yellow",
+                                "timeout": "purple", "connection_error": "dark-red"})),
     )
 
 
 def _query_variable(name: str, label: str, query: str) -> Json:
-    """A multi-select variable over a label's values; "All" becomes the regex ``.*``."""
+    """A multi-select variable over a label's values; "All" becomes the regex ``.*``, which
+    also matches series without the label (so app and line work before they are set up)."""
     return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
             "query": query, "refresh": 2, "sort": 1, "regex": "",
             "multi": True, "includeAll": True, "allValue": ".*",
@@ -575,6 +776,42 @@ def templating() -> list[Json]:
                         'label_values(signalwire_exporter_build_info{job=~"$job"}, instance)'),
         _query_variable("direction", "Direction",
                         'label_values(signalwire_calls_total{job=~"$job"}, direction)'),
+        _query_variable("app", "App",
+                        'label_values(signalwire_calls_total{job=~"$job"}, app)'),
+        _query_variable("line", "Line",
+                        'label_values(signalwire_calls_total{job=~"$job"}, line)'),
+        {"name": "exporter_url", "label": "Exporter URL", "type": "textbox",
+         "query": EXPORTER_URL, "hide": 0, "options": [],
+         "current": {"selected": False, "text": EXPORTER_URL, "value": EXPORTER_URL}},
+    ]
+
+
+def links() -> list[Json]:
+    """The exporter's own pages, through the Exporter URL variable."""
+    def link(title: str, path: str, tooltip: str, icon: str) -> Json:
+        return {"title": title, "type": "link", "url": "${exporter_url}" + path,
+                "tooltip": tooltip, "icon": icon, "targetBlank": True, "asDropdown": False,
+                "includeVars": False, "keepTime": False, "tags": []}
+    return [
+        link("Runbook", "/runbook", "What each alert means and what to do (GET /runbook)",
+             "doc"),
+        link("Failed-call report", "/reports/failed-calls?format=json",
+             "Recent failed calls, one row each (GET /reports/failed-calls)", "external link"),
+    ]
+
+
+def annotation_queries() -> list[Json]:
+    """Grafana's own annotations, and the firing SignalWire alerts of the selected job."""
+    firing = target('ALERTS{alertstate="firing", alertname=~"SignalWire.*", job=~"$job"}')
+    firing.update(refId="Anno", interval="60s")
+    return [
+        {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+         "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+         "name": "Annotations & Alerts", "type": "dashboard"},
+        {"datasource": DATASOURCE, "enable": True, "hide": False, "iconColor": "red",
+         "name": "Alerts firing", "target": firing, "titleFormat": "{{alertname}}",
+         "textFormat": "{{severity}}: {{alertname}}", "tagKeys": "severity",
+         "useValueForTime": False},
     ]
 
 
@@ -593,15 +830,13 @@ def calls_dashboard() -> Json:
         "timezone": "",
         "fiscalYearStartMonth": 0,
         "liveNow": False,
-        "links": [],
+        "links": links(),
         "version": 1,
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "annotations": {"list": annotation_queries()},
         "templating": {"list": templating()},
         "panels": layout([overview(), calls(), failures(), duration(), quality(),
-                          jitter_and_loss(), call_setup(), messaging(), exporter_health()]),
+                          jitter_and_loss(), call_setup(), reconciliation(), messaging(),
+                          ten_dlc(), exporter_health()]),
     }
 
 

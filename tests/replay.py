@@ -1,6 +1,7 @@
 """A realistic replay of SignalWire callbacks, for end-to-end tests.
 
-Covers every final status and direction, both call endpoints, MOS in every quality tier,
+Covers every final status and direction, the three call endpoints (Calling API JSON events
+with their end reasons too), MOS in every quality tier and on the tier bounds,
 jitter and packet counts, SIP codes of every class, initiated/ringing/answered Timestamps
 (post-dial delay, time to answer), calls left in progress, duplicates, a late event, an
 unparseable Timestamp, an unknown status and a few requests that are rejected; and messages
@@ -19,16 +20,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 DIRECTIONS = ("outbound-api", "outbound-dial", "inbound")
-MOS = ("4.4", "4.3", "4.0", "3.8", "3.6", "3.4", "3.0", "2.4")
+# Tier bounds (4.2, 3.5) among them, where calls are frequent: a bucket holds its upper bound.
+MOS = ("4.4", "4.3", "4.0", "4.2", "3.8", "3.5", "3.6", "3.4", "3.0", "2.4")
 BASE = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class Callback:
+    """Form fields, or a JSON ``document`` (then ``fields`` only names the item, for spread)."""
+
     endpoint: str
     fields: dict[str, str]
+    document: dict[str, Any] | None = None
 
 
 def _quality(i: int) -> dict[str, str]:
@@ -104,7 +110,40 @@ def replay(prefix: str, calls: int = 36) -> list[Callback]:
     odd[0].fields["Timestamp"] = "Thur, 09 Sept 2023 17:05:04 +0000"  # tolerated
     odd[-1].fields["Timestamp"] = "the day after tomorrow"  # counted as a timestamp error
     odd[1].fields["CallStatus"] = "ringing-forwarded"
-    return events + odd + messages(prefix) + recordings(prefix)
+    return events + odd + calling(prefix) + messages(prefix) + recordings(prefix)
+
+
+# Calling API calls: (end_reason as SignalWire spells it, answered?).
+CALLING_ENDS: tuple[tuple[str, bool], ...] = (
+    ("hangup", True), ("busy", False), ("noAnswer", False), ("hangup", True),
+    ("decline", False), ("cancel", False),
+)
+
+
+def calling(prefix: str) -> list[Callback]:
+    """calling.call.state events (SWML's call_state_url, direction outbound), created →
+    ringing → [answered] → ended with an end reason, one duplicate."""
+    events: list[Callback] = []
+    for i, (reason, answered) in enumerate(CALLING_ENDS):
+        call_id = f"{prefix}-calling-{i}"
+        start = (BASE + timedelta(minutes=i)).timestamp()
+        states = [("created", 0.0), ("ringing", 2.0)]
+        states += [("answered", 7.0)] if answered else []
+        states += [("ended", 60.0 if answered else 20.0)]
+        for state, offset in states:
+            params: dict[str, Any] = {
+                "call_id": call_id, "node_id": "node-1", "call_state": state,
+                "direction": "outbound", "start_time": int(start * 1000),
+                "device": {"type": "phone", "params": {"from_number": "+15550000000",
+                                                       "to_number": "+15551111111"}}}
+            if answered and state != "created" and state != "ringing":
+                params["answer_time"] = int((start + 7) * 1000)
+            if state == "ended":
+                params.update(end_reason=reason, end_time=int((start + offset) * 1000))
+            events.append(Callback("calling", {"call_id": call_id}, {
+                "event_type": "calling.call.state", "event_channel": "swml:replay",
+                "timestamp": start + offset, "project_id": "project", "params": params}))
+    return events + events[-1:]  # at-least-once delivery
 
 
 MESSAGE_ENDS: tuple[tuple[str, str | None], ...] = (
@@ -170,8 +209,10 @@ def abandoned(count: int) -> list[Callback]:
 
 
 def post(base_url: str, callback: Callback) -> int:
-    body = urllib.parse.urlencode(callback.fields).encode()
-    return _send(f"{base_url}/callbacks/{callback.endpoint}", body,
+    url = f"{base_url}/callbacks/{callback.endpoint}"
+    if callback.document is not None:
+        return _send(url, json.dumps(callback.document).encode(), "application/json")
+    return _send(url, urllib.parse.urlencode(callback.fields).encode(),
                  "application/x-www-form-urlencoded")
 
 
@@ -194,7 +235,7 @@ def send_rejected(base_url: str) -> list[int]:
 
 
 # The field that names the item a callback is about, per endpoint: what affinity keys on.
-SID_FIELDS = ("CallSid", "MessageSid", "RecordingSid", "TranscriptionSid")
+SID_FIELDS = ("CallSid", "MessageSid", "RecordingSid", "TranscriptionSid", "call_id")
 
 
 def spread(callbacks: list[Callback], base_urls: list[str]) -> Iterator[tuple[str, Callback]]:
