@@ -727,19 +727,20 @@ def exporter_health() -> Section:
         8,
         (8, timeseries("Alert notifications relayed",
                        "Alertmanager notifications to /alerts/sms per second, by outcome (only "
-                       "those that occurred). Anything but sent means an alert may not have "
+                       "those that occurred). Anything but sent or duplicate (another delivery "
+                       "of the same notification already texted) means an alert may not have "
                        "reached a phone." + relay, "reqps",
                        [target(nonzero(total(rate("signalwire_exporter_alert_notifications_total",
                                                   TARGET), "outcome")), "{{outcome}}")],
                        colours={"sent": "green", "partial": "orange", "failed": "red",
                                 "refused": "dark-red", "unauthorized": "purple",
-                                "invalid": "yellow"})),
+                                "invalid": "yellow", "duplicate": "blue"})),
         (8, timeseries("Alert SMS by result",
                        "Text messages per recipient per second, after retries (only those "
                        "that occurred)." + relay, "cps",
                        [target(nonzero(total(rate("signalwire_exporter_sms_total", TARGET),
                                              "result")), "{{result}}")],
-                       colours={"sent": "green", "failed": "red"})),
+                       colours={"sent": "green", "failed": "red", "duplicate": "blue"})),
         (8, timeseries("SMS API requests by outcome",
                        "Requests the SMS relay made to the SignalWire Messages API, retries "
                        "included (only those that occurred)." + relay, "reqps",
