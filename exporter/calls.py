@@ -258,9 +258,12 @@ def _created(packed: int) -> float:
 class CallTracker:
     """Size-capped, time-limited store of calls' packed state, keyed by CallSid."""
 
-    def __init__(self, max_calls: int, ttl: float) -> None:
+    def __init__(self, max_calls: int, ttl: float, *, lookups: bool = False) -> None:
+        """``lookups``: keep what ``stale`` needs (each call's last-event time, the calls
+        without a final status); off, tracking does no work for it."""
         self.max_calls = max_calls
         self.ttl = ttl
+        self.lookups = lookups
         self._calls: dict[int | str, int] = {}  # call key -> pack(CallState)
         self._order: deque[int | str] = deque()  # call keys, oldest first
         # CallState.extra of the rare call with sequence numbers past the bitmask
@@ -288,15 +291,16 @@ class CallTracker:
                 state.extra = self._extra.get(key)
         decision = self._apply(state, event)
         if not decision.duplicate:
-            state.last_event = max(0, round((now - state.created) / _TICK))
+            if self.lookups:
+                state.last_event = max(0, round((now - state.created) / _TICK))
+                if packed is None:
+                    if state.final is None:
+                        self._open[key] = None
+                elif decision.final_status is not None:
+                    self._open.pop(key, None)
             self._calls[key] = pack(state)
             if state.extra is not None:
                 self._extra[key] = state.extra
-            if packed is None:
-                if state.final is None:
-                    self._open[key] = None
-            elif decision.final_status is not None:
-                self._open.pop(key, None)
         return decision, departed
 
     def _apply(self, state: CallState, event: CallEvent) -> Decision:
@@ -407,7 +411,8 @@ class CallTracker:
         return decision
 
     def stale(self, now: float, silent_for: float, limit: int) -> list[str]:
-        """Hand out up to ``limit`` calls due for a REST API lookup, oldest first.
+        """Hand out up to ``limit`` calls due for a REST API lookup, oldest first (only
+        with ``lookups`` on).
 
         Due: no final status, and either silent (no event applied) for at least
         ``silent_for * 2**offers`` seconds (``offers``: how often the call was handed out

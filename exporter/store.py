@@ -120,7 +120,8 @@ class MemoryStore:
                  metrics: ExporterMetrics, item_metrics: StatusMetrics,
                  failed_calls: FailedCallReport) -> None:
         tracking = config.tracking
-        self.calls = CallTracker(tracking.max_calls, tracking.call_ttl_seconds)
+        self.calls = CallTracker(tracking.max_calls, tracking.call_ttl_seconds,
+                                 lookups=config.reconcile.enabled)
         self.items = {endpoint: StatusTracker(lifecycle, tracking.max_items,
                                               tracking.item_ttl_seconds)
                       for endpoint, lifecycle in lifecycles.items()}

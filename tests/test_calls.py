@@ -229,7 +229,7 @@ def test_unanswered_status_applies_only_to_calls_never_answered() -> None:
 
 def test_settle_records_the_final_as_its_callback_would_and_later_finals_are_duplicates(
         ) -> None:
-    tracker = CallTracker(100, 3600)
+    tracker = CallTracker(100, 3600, lookups=True)
     run(tracker, ev("ringing", 0), ev("in-progress", 1))
     decision = tracker.settle("c1", "completed", "outbound-api", 42, now=5.0)
     assert decision is not None and not decision.duplicate
@@ -244,7 +244,7 @@ def test_settle_records_the_final_as_its_callback_would_and_later_finals_are_dup
 
 
 def test_settle_of_a_forgotten_or_finished_call_records_nothing() -> None:
-    tracker = CallTracker(100, 3600)
+    tracker = CallTracker(100, 3600, lookups=True)
     assert tracker.settle("nobody", "completed", "inbound", None, now=1.0) is None
     run(tracker, ev("busy", 3))
     again = tracker.settle("c1", "completed", "outbound-api", 9, now=1.0)
@@ -254,14 +254,14 @@ def test_settle_of_a_forgotten_or_finished_call_records_nothing() -> None:
 
 
 def test_settle_gives_an_unknown_direction_the_apis() -> None:
-    tracker = CallTracker(100, 3600)
+    tracker = CallTracker(100, 3600, lookups=True)
     run(tracker, ev("ringing", 0, direction="unknown"))
     decision = tracker.settle("c1", "no-answer", "inbound", None, now=1.0)
     assert decision is not None and decision.direction == "inbound"
 
 
 def test_a_silent_call_is_handed_out_with_doubling_patience() -> None:
-    tracker = CallTracker(100, 3600)
+    tracker = CallTracker(100, 3600, lookups=True)
     run(tracker, ev("in-progress", 1), now=0.0)
     run(tracker, ev("ringing", 0, sid="done"), ev("completed", 1, sid="done"), now=0.0)
     assert tracker.stale(9.9, 10, 5) == []
@@ -277,7 +277,7 @@ def test_a_silent_call_is_handed_out_with_doubling_patience() -> None:
 
 
 def test_an_event_restarts_the_silence() -> None:
-    tracker = CallTracker(100, 3600)
+    tracker = CallTracker(100, 3600, lookups=True)
     run(tracker, ev("ringing", 0), now=0.0)
     run(tracker, ev("in-progress", 1), now=8.0)
     assert tracker.stale(10.0, 10, 5) == []
@@ -285,7 +285,7 @@ def test_an_event_restarts_the_silence() -> None:
 
 
 def test_calls_about_to_age_out_get_one_last_chance() -> None:
-    tracker = CallTracker(100, 100)
+    tracker = CallTracker(100, 100, lookups=True)
     run(tracker, ev("ringing", 0), now=0.0)
     run(tracker, ev("ringing", 1), now=85.0)  # not silent: only its age makes it due
     assert tracker.stale(89.9, 10, 5) == []
@@ -294,7 +294,7 @@ def test_calls_about_to_age_out_get_one_last_chance() -> None:
 
 
 def test_the_oldest_calls_of_a_full_tracker_get_one_last_chance() -> None:
-    tracker = CallTracker(4, 3600)
+    tracker = CallTracker(4, 3600, lookups=True)
     for i in range(2):
         run(tracker, ev("ringing", 0, sid=f"c{i}"), now=float(i))
     assert tracker.stale(3.0, 10, 1) == []  # 2 + 1 < 4: room left
@@ -304,9 +304,17 @@ def test_the_oldest_calls_of_a_full_tracker_get_one_last_chance() -> None:
 
 
 def test_limit_bounds_what_is_handed_out_and_sids_come_back_as_given() -> None:
-    tracker = CallTracker(100, 3600)
+    tracker = CallTracker(100, 3600, lookups=True)
     sids = ["0f8f6f3e-2d4c-4b7a-9c1e-5a6b7c8d9e0f", "ABC-upper", "plain"]
     for sid in sids:
         run(tracker, ev("ringing", 0, sid=sid), now=0.0)
     assert tracker.stale(10.0, 10, 2) == sids[:2]
     assert tracker.stale(10.0, 10, 2) == sids[2:]
+
+
+def test_without_lookups_tracking_keeps_nothing_for_them() -> None:
+    tracker = CallTracker(100, 3600)
+    run(tracker, ev("ringing", 0), now=5.0)
+    run(tracker, ev("in-progress", 1), now=9.0)
+    assert tracker.stale(1000.0, 10, 5) == []
+    assert unpack(tracker._calls["c1"]).last_event == 0
