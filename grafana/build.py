@@ -544,12 +544,12 @@ def reconciliation() -> Section:
             "docs/configuration.md).")
     return Section("Reconciliation and cost (SignalWire REST API)").line(
         8,
-        (8, timeseries("Calls from callbacks and reconciled",
-                       "Final calls counted from status callbacks, beside calls whose final "
-                       "callback never came and whose status the exporter fetched from the "
-                       "REST API instead (by that status). Many reconciled calls mean "
+        (8, timeseries("Final calls and reconciled calls",
+                       "All final calls (signalwire_calls_total), beside those among them whose "
+                       "final callback never came and whose status the exporter fetched from "
+                       "the REST API instead, by that status. A growing reconciled share means "
                        "callbacks are being lost (SignalWireCallbacksMissing)." + note, "cps",
-                       [target(total(_calls()), "from callbacks"),
+                       [target(total(_calls()), "all final calls"),
                         target(total(rate("signalwire_calls_reconciled_total", TARGET),
                                      "status"), "reconciled {{status}}")])),
         (8, timeseries("Call cost per hour by direction",
