@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from .conftest import ClientFactory, sample, scrape, series
+from .conftest import ClientFactory, require_tool, sample, scrape, series
 from .fake_signalwire import HANG, PROJECT, TOKEN, FakeSignalWire, fake_api
+from .test_metrics import check_with_promtool
 
 __all__ = ["fake_api"]
 
@@ -33,7 +34,7 @@ def settings(api: FakeSignalWire, *, fetch_price: bool = True, after: float = AF
             "tracking": {"sweep_interval_seconds": 0.1, **tracking}}
 
 
-async def until(check: Callable[[], Awaitable[bool] | bool], seconds: float = 10.0) -> None:
+async def until(check: Callable[[], Awaitable[bool] | bool], seconds: float = 20.0) -> None:
     """Wait, bounded, until ``check`` holds (the background task works on its own clock)."""
     for _ in range(int(seconds / 0.05)):
         result = check()
@@ -86,6 +87,7 @@ async def test_a_lost_final_gets_status_duration_and_price_and_a_late_one_counts
                   direction="outbound-api") == 42
     await until(lambda: price(client) > 0)
     assert price(client) == pytest.approx(0.0125)
+    check_with_promtool(require_tool("promtool"), await (await client.get("/metrics")).read())
 
     before = await scrape(client)
     response = await client.post("/callbacks/voice", data={
@@ -148,7 +150,7 @@ async def test_429_5xx_and_a_hanging_api_are_retried_and_callbacks_go_on(
 
 async def test_prices_of_calls_ending_together_come_from_one_list_page(
         exporter_client: ClientFactory, fake_api: FakeSignalWire) -> None:
-    client = await exporter_client(settings(fake_api))
+    client = await exporter_client(settings(fake_api, after=1.0))  # a price round each 0.5 s
     sids = [f"3d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f{i:02d}" for i in range(6)]
     for sid in sids:
         fake_api.set_call(sid, "completed", duration=10, price=-0.01)
