@@ -9,14 +9,18 @@ including those whose description says "Empty until ...", so none is exempt from
 from __future__ import annotations
 
 import copy
+import http.server
 import importlib.util
+import itertools
 import json
 import math
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from exporter.payloads import message_error_label
 from grafana import build
 
 from . import replay
-from .conftest import ROOT, require_tool
+from .conftest import ROOT, free_port, require_tool
 from .fake_signalwire import FakeSignalWire, fake_api
 from .servers import Prometheus, Service
 from .test_sms import notification
@@ -564,3 +568,108 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
     (["127.0.0.1:9880"], r"(127\\.0\\.0\\.1:9880)"), (["a", "b"], "(a|b)")])
 def test_regex_value_escapes_like_grafana(values: list[str], expected: str) -> None:
     assert regex_value(values) == expected
+
+
+# --- panels of metrics the replay does not feed, and the app/line slices ----------------------
+
+class StaticTarget:
+    """A scrape target serving exposition text whose counters grow by fixed steps per scrape:
+    the series the exporter does not emit here (other features, labels not configured), with
+    values known in advance."""
+
+    def __init__(self, text: Callable[[int], str]) -> None:
+        scrapes = itertools.count(1)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = text(next(scrapes)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def exposition(n: int) -> str:
+    """After n scrapes: calls with and without app/line (2 + 1 + 1 per scrape), and one step
+    per scrape of each metric whose panel the replay cannot feed."""
+    def counter(name: str, *samples: tuple[str, float]) -> str:
+        lines = [f"# HELP {name} test series", f"# TYPE {name} counter"]
+        return "\n".join(lines + [f"{name}{{{labels}}} {value}" for labels, value in samples])
+
+    def gauge(name: str, value: float) -> str:
+        return f"# HELP {name} test series\n# TYPE {name} gauge\n{name} {value}"
+
+    completed = 'direction="inbound",status="completed"'
+    return "\n".join([
+        counter("signalwire_calls_total", (f'{completed},app="sales",line="main"', 2 * n),
+                (f'{completed},app="support",line="other"', n), (completed, n)),
+        counter("signalwire_10dlc_events_total",
+                ('category="campaign",event_type="campaign_deactivated"', n)),
+        counter("signalwire_calls_reconciled_total", ('status="completed"', n)),
+        counter("signalwire_call_price_total", ('direction="outbound",currency="USD"', n / 100)),
+        counter("signalwire_exporter_api_requests_total", ('outcome="ok"', n)),
+        counter("signalwire_exporter_store_errors_total", ('operation="write"', n)),
+        gauge("signalwire_exporter_store_up", 1),
+        gauge("signalwire_exporter_store_spooled_callbacks", 3),
+    ]) + "\n"
+
+
+def test_unfed_panels_and_app_line_slices_show_known_values(tmp_path: Path,
+                                                            services: list[Service]) -> None:
+    target = StaticTarget(exposition)
+    try:
+        prometheus = Prometheus(tmp_path, [target.address])
+        services.append(prometheus)
+        # Enough scrapes (1 s apart) that a 5 s window is full of them.
+        prometheus.wait_for('count_over_time(signalwire_exporter_store_up[1m]) >= 8', bool, 30)
+        every = {"job": "signalwire-exporter", "instance": ".*", "direction": ".*", "app": ".*",
+                 "line": ".*", "__rate_interval": "5s"}
+
+        def query(title: str, ref: str = "A", **picked: str) -> dict[tuple[str, ...], float]:
+            panel = panel_titled(title)
+            (target,) = [target for target in panel["targets"] if target["refId"] == ref]
+            legend = re.findall(r"\{\{(\w+)\}\}", target["legendFormat"])
+            variables = {**every, **{name: regex_value([v]) for name, v in picked.items()}}
+            return by_label(prometheus.query(substitute(target["expr"], panel, variables)),
+                            *legend)
+
+        one = pytest.approx(1.0, rel=0.1)  # one step per scrape, a scrape a second
+        assert query("10DLC events") == {("campaign", "campaign_deactivated"): one}
+        assert set(query("10DLC events in range")) == {("campaign", "campaign_deactivated")}
+        assert query("Final calls and reconciled calls", "B") == {("completed",): one}
+        assert query("Call cost per hour by direction") == {
+            ("outbound", "USD"): pytest.approx(36.0, rel=0.1)}  # 0.01 a second
+        assert query("REST API requests by outcome") == {("ok",): one}
+        assert query("Store up") == {(target.address,): 1.0}
+        assert query("Spooled callbacks and store errors", "A") == {(target.address,): 3.0}
+        assert query("Spooled callbacks and store errors", "B") == {(target.address,): one}
+
+        # App and Line: "All" counts the series without the labels too; a pick narrows.
+        status = "Final calls by status"
+        assert query(status) == {("completed",): pytest.approx(4.0, rel=0.1)}
+        assert query(status, app="sales") == {("completed",): pytest.approx(2.0, rel=0.1)}
+        assert query(status, line="other") == {("completed",): one}
+        assert query(status, app="support", line="main") == {}
+        # The top row's 5-minute stats hold the series' whole short life: compare shares.
+        calls = {picked: value(prometheus.query(substitute(
+            panel_titled("Calls per second")["targets"][0]["expr"],
+            panel_titled("Calls per second"),
+            {**every, **{name: regex_value([v]) for name, v in picked}})))
+            for picked in ((), (("app", "sales"),), (("line", "other"),))}
+        assert calls[(("app", "sales"),)] / calls[()] == pytest.approx(0.5, rel=0.05)
+        assert calls[(("line", "other"),)] / calls[()] == pytest.approx(0.25, rel=0.05)
+    finally:
+        target.stop()
