@@ -244,6 +244,7 @@ async def index(request: web.Request) -> web.Response:
         "POST /callbacks/recording     recording status callbacks\n"
         "POST /callbacks/transcription transcription callbacks\n"
         "POST /callbacks/calling       SWML/RELAY/Calling API calling.* events (JSON)\n"
+        "POST /callbacks/10dlc         10DLC brand/campaign/number-assignment callbacks\n"
         "POST /alerts/sms              Alertmanager webhook → SMS (when configured)\n"
         "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1)\n"))
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import Outcome
 from .logs import EVENT_LOGGER
-from .metrics import CALLING_EVENTS, ItemEvent, wants
+from .metrics import CALLING_EVENTS, TEN_DLC_EVENTS, ItemEvent, wants
 from .payloads import (
     FINAL_MESSAGE_STATUSES,
     FINAL_RECORDING_STATUSES,
@@ -30,6 +30,7 @@ from .payloads import (
     parse_calling_event,
     parse_message_event,
     parse_recording_event,
+    parse_ten_dlc_event,
     parse_transcription_event,
 )
 from .statuses import Lifecycle
@@ -127,11 +128,25 @@ async def process_calling(exporter: Exporter, fields: dict[str, str],
     return outcome
 
 
+async def process_ten_dlc(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+    """10DLC status callbacks: no state to track, each event counted once by its key."""
+    event = parse_ten_dlc_event(fields)
+    first = await exporter.store.count_once(
+        event.key, exporter.config.tracking.item_ttl_seconds, TEN_DLC_EVENTS,
+        (event.category, event.event_type))
+    outcome: Outcome = "accepted" if first else "duplicate"
+    if event_log.isEnabledFor(exporter.event_level):
+        event_log.log(exporter.event_level, "10dlc event", extra={"fields": {
+            "endpoint": endpoint, "outcome": outcome, **event.log_fields()}})
+    return outcome
+
+
 # Endpoint (/callbacks/<endpoint>, also the endpoint label value) → its processor.
 PROCESSORS: dict[str, Processor] = {
     "voice": process_call,
     "inbound": process_call,
     **dict.fromkeys(LIFECYCLES, process_item),
     "calling": process_calling,
+    "10dlc": process_ten_dlc,
 }
 

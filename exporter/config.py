@@ -157,6 +157,20 @@ class CallbacksMissingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TenDlcCampaignDeactivatedConfig:
+    severity: str = "critical"
+    window: str = "24h"
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class TenDlcNumberAssignmentFailedConfig:
+    severity: str = "warning"
+    window: str = "24h"
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterDownConfig:
     severity: str = "critical"
     pending_for: str = "5m"
@@ -180,6 +194,10 @@ class AlertsConfig:
     message_delivery_failures_high: MessageDeliveryFailuresHighConfig = field(
         default_factory=MessageDeliveryFailuresHighConfig)
     callbacks_missing: CallbacksMissingConfig = field(default_factory=CallbacksMissingConfig)
+    ten_dlc_campaign_deactivated: TenDlcCampaignDeactivatedConfig = field(
+        default_factory=TenDlcCampaignDeactivatedConfig)
+    ten_dlc_number_assignment_failed: TenDlcNumberAssignmentFailedConfig = field(
+        default_factory=TenDlcNumberAssignmentFailedConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,8 @@ from .payloads import (
     MESSAGE_ERROR_CODES,
     MESSAGE_STATUSES,
     RECORDING_STATUSES,
+    TEN_DLC_CATEGORIES,
+    TEN_DLC_EVENT_TYPES,
     TRANSCRIPTION_STATUSES,
     CallEvent,
     MessageEvent,
@@ -48,7 +50,7 @@ from .statuses import StatusDecision
 
 CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "calling")
 ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription",
-                              "calling")
+                              "calling", "10dlc")
 
 # Final SIP responses worth telling apart; anything else is "other" (label stays bounded).
 SIP_CODES: frozenset[int] = frozenset((
@@ -61,6 +63,7 @@ SIP_CODES: frozenset[int] = frozenset((
 
 # Counter families Store.count_once adds to (ExporterMetrics.once_counters)
 CALLING_EVENTS = "signalwire_calling_events_total"
+TEN_DLC_EVENTS = "signalwire_10dlc_events_total"
 
 _JITTER_UNIT = 0.001  # AudioInJitter*Variance arrive in milliseconds (reference §2)
 
@@ -222,6 +225,12 @@ class ExporterMetrics:
             "state, each event once; unknown for new values.",
             ("event_type", "state"),
             [(kind, state) for kind, states in CALLING_EVENT_STATES.items() for state in states])
+        self.ten_dlc_events = PlainCounter(
+            TEN_DLC_EVENTS,
+            "10DLC status callbacks (brand, campaign, number assignment) by category and "
+            "event type, each event once; unknown for new values.",
+            ("category", "event_type"),
+            itertools.product(TEN_DLC_CATEGORIES, TEN_DLC_EVENT_TYPES))
         self.callbacks = PlainCounter(
             "signalwire_exporter_callbacks_total",
             "Requests to callback endpoints by outcome.", ("endpoint", "outcome"),
@@ -230,11 +239,11 @@ class ExporterMetrics:
             self.status_events, self.calls, self.duration, self.mos, self.jitter_max,
             self.jitter_min, self.packet_loss, self.audio_packets, self.post_dial_delay,
             self.time_to_answer, self.sip_responses, self.end_reasons, self.calling_events,
-            self.callbacks)))
+            self.ten_dlc_events, self.callbacks)))
         # The cluster-wide counters that no tracker decides: Store.count_once adds to them
         # by family name.
         self.once_counters: dict[str, PlainCounter] = {
-            counter.name: counter for counter in (self.calling_events,)}
+            counter.name: counter for counter in (self.calling_events, self.ten_dlc_events)}
         self.late_events = counter(
             "signalwire_exporter_late_events_total",
             "Events that arrived after a newer event of the same call, or non-final statuses "

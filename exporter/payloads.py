@@ -870,3 +870,49 @@ def _call_state_event(fields: Mapping[str, str], call_id: str, state: str,
         if answered is not None and ended is not None and ended >= answered:
             event.call_duration = round((ended - answered).total_seconds())
     return event
+
+
+# --- 10DLC status callbacks (brand, campaign and number-assignment state) -----------------
+# Reference §6.4; no example body is published, only the field list.
+
+TEN_DLC_CATEGORIES: tuple[str, ...] = (
+    "brand", "campaign", "number_assignment_order", "number_assignment", "unknown")
+TEN_DLC_EVENT_TYPES: tuple[str, ...] = (
+    "brand_activated", "brand_unverified", "campaign_activated", "campaign_deactivated",
+    "number_assignment_order_processed", "number_assignment_failed",
+    "number_assignment_pending", "number_assignment_activated", "unknown")
+# the ids that name what an event is about; with the type, state and time, they make its key
+_TEN_DLC_IDS = ("brand_id", "campaign_id", "number_assignment_order_id",
+                "number_assignment_id", "phone_number_id")
+
+
+@dataclass(slots=True)
+class TenDlcEvent:
+    """One 10DLC status callback: its two labels, and what a retry of it shares (``key``).
+
+    ``phone_number`` (the sender's number) is not read at all.
+    """
+
+    category: str
+    event_type: str
+    key: str
+    ids: dict[str, str]
+
+    def log_fields(self) -> dict[str, object]:
+        return {"category": self.category, "event_type": self.event_type, **self.ids}
+
+
+def parse_ten_dlc_event(fields: Mapping[str, str]) -> TenDlcEvent:
+    """Typed 10DLC event; ``event_type`` (what happened) is required, nothing else.
+
+    A retry is the same (category, type, state, ``event_at``, ids): the key de-duplicates
+    on all of them, so two real events differ in at least their time.
+    """
+    raw_type = required(fields, "event_type")
+    ids = {name: value for name in _TEN_DLC_IDS if (value := _short_id(fields, name))}
+    raw_category = fields.get("event_category", "")
+    key = event_key("10dlc", raw_category.strip().lower(), raw_type.lower(),
+                    fields.get("state", "").strip().lower(), fields.get("event_at", "").strip(),
+                    *(ids.get(name) for name in _TEN_DLC_IDS))
+    return TenDlcEvent(category=normalize(raw_category, TEN_DLC_CATEGORIES),
+                       event_type=normalize(raw_type, TEN_DLC_EVENT_TYPES), key=key, ids=ids)

@@ -235,6 +235,39 @@ def callbacks_missing(config: AlertsConfig) -> Alert:
         "(reconciliation), not from callbacks", "final calls", links=False)
 
 
+_TEN_DLC = "signalwire_10dlc_events_total"
+
+
+def ten_dlc_campaign_deactivated(config: AlertsConfig) -> Alert:
+    c = config.ten_dlc_campaign_deactivated
+    return Alert(
+        "SignalWire10DLCCampaignDeactivated",
+        _increase(_TEN_DLC, config, c.window, 'event_type="campaign_deactivated"') + " > 0",
+        c.severity,
+        "A 10DLC campaign was deactivated ({{ $labels.job }})",
+        f"{{{{ $value | humanize }}}} campaign_deactivated 10DLC event(s) in the last "
+        f"{c.window}: the campaign's numbers can no longer send SMS to US carriers. The "
+        "alert resolves when the event is older than the window, not when the campaign is "
+        "active again.",
+        c.pending_for)
+
+
+def ten_dlc_number_assignment_failed(config: AlertsConfig) -> Alert:
+    c = config.ten_dlc_number_assignment_failed
+    failed = _increase(_TEN_DLC, config, c.window,
+                       'event_type=~"number_assignment_failed|brand_unverified"',
+                       "job, event_type")
+    return Alert(
+        "SignalWire10DLCNumberAssignmentFailed",
+        f"{failed} > 0",
+        c.severity,
+        "10DLC {{ $labels.event_type }} ({{ $labels.job }})",
+        f"{{{{ $value | humanize }}}} {{{{ $labels.event_type }}}} 10DLC event(s) in the last "
+        f"{c.window}: numbers that failed to join their campaign cannot send SMS under it; "
+        "an unverified brand cannot register campaigns.",
+        c.pending_for)
+
+
 ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     call_failures_high,
     call_failure_ratio_high,
@@ -243,6 +276,8 @@ ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     exporter_down,
     message_delivery_failures_high,
     callbacks_missing,
+    ten_dlc_campaign_deactivated,
+    ten_dlc_number_assignment_failed,
 )
 
 

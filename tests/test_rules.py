@@ -19,7 +19,8 @@ RULES = ROOT / "alerts" / "signalwire-exporter.rules.yml"
 ALERT_NAMES = ("SignalWireCallFailuresHigh", "SignalWireCallFailureRatioHigh",
                "SignalWireCallQualityLow", "SignalWireCallbacksRejected",
                "SignalWireExporterDown", "SignalWireMessageDeliveryFailuresHigh",
-               "SignalWireCallbacksMissing")
+               "SignalWireCallbacksMissing",
+               "SignalWire10DLCCampaignDeactivated", "SignalWire10DLCNumberAssignmentFailed")
 # Call alerts link the failed-call report and the dashboard.
 LINKED = ALERT_NAMES[:3]
 # Fixed names other parts (dashboards, reports) query, with the labels they keep.
@@ -146,6 +147,7 @@ def test_rules_subcommand_reports_bad_alert_config(tmp_path: Path) -> None:
     ("callbacks_rejected", {"outcomes": ["rejected"]}),
     ("exporter_down", {"severity": "page"}),
     ("call_failures_high", {"threshold": -1}),
+    ("ten_dlc_campaign_deactivated", {"window": "a day"}),
 ])
 def test_alert_config_errors_name_their_key(section: str, bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as info:

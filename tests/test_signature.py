@@ -39,7 +39,8 @@ def test_vectors_cover_the_brief() -> None:
     for topic in ("repeated", "unicode", "%20", "empty values", "query string", ":443",
                   "non-default port", "bodySHA256", "hex sha1", "hex sha256", "get:",
                   "another endpoint", "another project's key", "truncated",
-                  "bare-URL signature"):
+                  "bare-URL signature", "/callbacks/calling", "/callbacks/10dlc",
+                  "JSON message status callback"):
         assert topic in names, topic
 
 
@@ -77,7 +78,8 @@ async def test_vector_through_a_real_server(exporter_client: ClientFactory,
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     response = await client.request(vector["method"], URL(path, encoded=True),
                                     data=vector["body"].encode(), headers=headers)
-    unauthorized = sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
+    endpoint = parts.path.rpartition("/")[2]  # voice, or calling, messaging, 10dlc (JSON)
+    unauthorized = sample(client, "signalwire_exporter_callbacks_total", endpoint=endpoint,
                           outcome="unauthorized")
     if vector["expected"]:
         assert response.status in (200, 400), await response.text()  # 400: no CallSid

@@ -46,6 +46,29 @@ CALL = "CallSid=3f2a8c1e-0000-4000-8000-000000000001&CallStatus=completed"
 JSON_BODY = ('{"CallSid": "3f2a8c1e-0000-4000-8000-000000000001", '
              '"CallStatus": "completed", "CallerName": "Jos\u00e9"}')
 
+CALLING = f"{HOST}/callbacks/calling"
+CALLING_BODY = ('{"event_type": "calling.call.state", "event_channel": "swml:8c1e", '
+                '"timestamp": 1700000072.412, '
+                '"project_id": "b6b5d0d3-0000-4000-8000-00000000aaaa", "space_id": "space-1", '
+                '"params": {"call_id": "3f2a8c1e-0000-4000-8000-000000000002", '
+                '"node_id": "node-1", "call_state": "ended", "direction": "outbound", '
+                '"device": {"type": "phone", "params": {"from_number": "+15551234567", '
+                '"to_number": "+15557654321"}}, "end_reason": "hangup", '
+                '"start_time": 1700000000000, "answer_time": 1700000007000, '
+                '"end_time": 1700000072412}}')
+MESSAGE_BODY = ('{"id": "6a0e2f3b-0000-4000-8000-000000000003", '
+                '"project_id": "b6b5d0d3-0000-4000-8000-00000000aaaa", "status": "delivered", '
+                '"to": "+15557654321", "from": "+15551234567", "body": "Caf\u00e9 at 5?", '
+                '"number_of_segments": 1, "timestamp": "2026-11-30T17:05:04Z", '
+                '"error_code": null, "error_message": null, "custom_variables": {"order": "42"}}')
+TEN_DLC_BODY = ('{"project_id": "b6b5d0d3-0000-4000-8000-00000000aaaa", '
+                '"event_at": "2026-11-30T16:00:00Z", "event_category": "campaign", '
+                '"event_type": "campaign_deactivated", "state": "inactive", '
+                '"brand_id": "4f8c2a10-0000-4000-8000-0000000000b1", '
+                '"campaign_id": "0a1b2c3d-0000-4000-8000-0000000000c1"}')
+HEX1_ONLY = {"twilio9": "not implemented", "twilio6": "not implemented"}
+HEX256_ONLY = {**HEX1_ONLY, "signalwire2": "not implemented"}
+
 BARE_URL = "bare-URL signature over a form body: signs none of the body (reference 3.4)"
 DEFAULT_PORT_ONLY = "twilio strips any port, default or not; only :80/:443 are equivalent"
 HEX_PORTS = ("signalwire 2.x tries port variants for the hex scheme too; "
@@ -171,6 +194,27 @@ def cases() -> list[dict[str, Any]]:
              sign_body=JSON_BODY, body=JSON_BODY.replace("completed", "failed"),
              content_type=JSON_TYPE, header="X-SignalWire-Sha256-Signature",
              expected=False),
+        # --- SignalWire's JSON products on their endpoints (reference 6.5)
+        case("hex sha1: calling.call.state event on /callbacks/calling", scheme="hex1",
+             url=CALLING, body=CALLING_BODY, content_type=JSON_TYPE, differs=HEX1_ONLY),
+        case("hex sha256: calling.call.state event on /callbacks/calling", scheme="hex256",
+             url=CALLING, body=CALLING_BODY, content_type=JSON_TYPE,
+             header="X-SignalWire-Sha256-Signature", differs=HEX256_ONLY),
+        case("hex sha1: JSON message status callback on /callbacks/messaging", scheme="hex1",
+             url=f"{HOST}/callbacks/messaging", body=MESSAGE_BODY, content_type=JSON_TYPE,
+             differs=HEX1_ONLY),
+        case("hex sha1: 10DLC status callback on /callbacks/10dlc", scheme="hex1",
+             url=f"{HOST}/callbacks/10dlc", body=TEN_DLC_BODY, content_type=JSON_TYPE,
+             differs=HEX1_ONLY),
+        case("hex sha256: 10DLC status callback on /callbacks/10dlc", scheme="hex256",
+             url=f"{HOST}/callbacks/10dlc", body=TEN_DLC_BODY, content_type=JSON_TYPE,
+             header="X-SignalWire-Sha256-Signature", differs=HEX256_ONLY),
+        case("negative: calling event signed for another endpoint (10dlc)", scheme="hex1",
+             url=CALLING, sign_url=f"{HOST}/callbacks/10dlc", body=CALLING_BODY,
+             content_type=JSON_TYPE, expected=False),
+        case("negative: calling event changed after signing", scheme="hex1", url=CALLING,
+             sign_body=CALLING_BODY, body=CALLING_BODY.replace("hangup", "busy"),
+             content_type=JSON_TYPE, expected=False),
         # --- negatives (reference 3.4)
         case("negative: signed for another endpoint", body=CALL,
              sign_url=f"{HOST}/callbacks/inbound", expected=False),
@@ -261,7 +305,10 @@ def _validate(sdk: str, c: dict[str, Any]) -> bool | None:
             return None
         from signalwire.request_validator import RequestValidator as SW2
         raw = c["scheme"] == "hex1" or is_json
-        return bool(SW2(key).validate(url, body if raw else dict(pairs), sig))
+        try:
+            return bool(SW2(key).validate(url, body if raw else dict(pairs), sig))
+        except TypeError:  # a nested JSON body that fails the hex check crashes its fallback
+            return False
     from signalwire.core.security.webhook_middleware import validate
     return validate(c["method"], url, headers, body, signing_key=key) is None
 
