@@ -2,7 +2,8 @@
 
 parse (``payloads``) → track (``calls``, ``statuses``) → record (``metrics``), and the
 event log line. A processor returns the outcome the request is counted under; a
-``Rejected`` it raises (a bad field) becomes the request's 4xx in ``app``. Calls have
+``Rejected`` it raises (a missing or bad id or status) becomes the request's 4xx in
+``app``; a bad optional field is only counted and logged. Calls have
 their own tracker (they carry a SequenceNumber); messages, recordings and
 transcriptions share one path, each kind with its own ``Lifecycle``. SignalWire's JSON
 ``calling.*`` events are mapped onto those same trackers.
@@ -39,12 +40,23 @@ if TYPE_CHECKING:  # app imports this module to route to the processors
     from .app import Exporter
 
 event_log = logging.getLogger(EVENT_LOGGER)
+log = logging.getLogger(__name__)
 
 Processor = Callable[["Exporter", dict[str, str], str], Awaitable[Outcome]]
 
 
+def skipped_fields(exporter: Exporter, endpoint: str, names: tuple[str, ...]) -> None:
+    """Count and log optional fields skipped as invalid: names only, never the values
+    (a value may be personal data)."""
+    exporter.metrics.invalid(endpoint, names)
+    log.warning("invalid optional field skipped, callback accepted",
+                extra={"fields": {"endpoint": endpoint, "field": ",".join(names)}})
+
+
 async def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
     event = parse_call_event(fields, endpoint)
+    if event.invalid_fields:
+        skipped_fields(exporter, endpoint, event.invalid_fields)
     store = exporter.store
     decision = await store.call(event, store.clock())
     outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
@@ -80,6 +92,8 @@ ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
 async def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
     """Messages, recordings and transcriptions: one path, one tracker per kind."""
     event = ITEM_PARSERS[endpoint](fields)
+    if event.invalid_fields:
+        skipped_fields(exporter, endpoint, event.invalid_fields)
     kind = LIFECYCLES[endpoint].kind
     store = exporter.store
     decision = await store.item(endpoint, event, store.clock(), wants(event))
@@ -104,6 +118,8 @@ async def process_calling(exporter: Exporter, fields: dict[str, str],
     transcript event to the recording or transcription tracker.
     """
     event = parse_calling_event(fields)
+    if event.invalid_fields:
+        skipped_fields(exporter, endpoint, event.invalid_fields)
     store = exporter.store
     first = await store.count_once(event.key, exporter.config.tracking.call_ttl_seconds,
                                    CALLING_EVENTS, (event.event_type, event.state))

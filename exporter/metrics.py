@@ -28,14 +28,18 @@ from .calls import Decision, Departed
 from .config import BucketsConfig
 from .errors import OUTCOMES
 from .payloads import (
+    CALL_NUMBER_FIELDS,
     CALL_STATUSES,
     CALLING_EVENT_STATES,
+    CALLING_NUMBER_FIELDS,
     DIRECTIONS,
     END_REASONS,
     FINAL_CALL_STATUSES,
     FINAL_MESSAGE_STATUSES,
     MESSAGE_ERROR_CODES,
+    MESSAGE_NUMBER_FIELDS,
     MESSAGE_STATUSES,
+    RECORDING_NUMBER_FIELDS,
     RECORDING_STATUSES,
     TEN_DLC_CATEGORIES,
     TEN_DLC_EVENT_TYPES,
@@ -51,6 +55,12 @@ from .statuses import StatusDecision
 CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "calling")
 ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription",
                               "calling", "10dlc")
+# Endpoint → the optional fields its parser can skip as invalid (the `field` label values).
+INVALID_FIELDS: dict[str, tuple[str, ...]] = {
+    "voice": CALL_NUMBER_FIELDS, "inbound": CALL_NUMBER_FIELDS,
+    "messaging": MESSAGE_NUMBER_FIELDS, "recording": RECORDING_NUMBER_FIELDS,
+    "transcription": (), "calling": CALLING_NUMBER_FIELDS, "10dlc": (),
+}
 
 # Final SIP responses worth telling apart; anything else is "other" (label stays bounded).
 SIP_CODES: frozenset[int] = frozenset((
@@ -250,6 +260,11 @@ class ExporterMetrics:
             "after the final one of a message, recording or transcription (counted, not "
             "applied).",
             ("endpoint",))
+        self.invalid_fields = counter(
+            "signalwire_exporter_invalid_fields_total",
+            "Optional callback fields skipped because their value was not valid for them "
+            "(the callback itself accepted), by endpoint and field name.",
+            ("endpoint", "field"))
         self.timestamp_errors = counter(
             "signalwire_exporter_timestamp_errors_total",
             "Callbacks whose Timestamp could not be parsed (receive time not used for delays).",
@@ -283,6 +298,9 @@ class ExporterMetrics:
             self.late_events.labels(endpoint)
         for endpoint in CALL_ENDPOINTS:
             self.timestamp_errors.labels(endpoint)
+        for endpoint, names in INVALID_FIELDS.items():
+            for name in names:
+                self._child(self.invalid_fields, endpoint, name)
 
     def _child(self, metric: _Metric, *values: str) -> _Metric:
         """``metric.labels(*values)``, cached: labels() validates and locks on every call."""
@@ -294,6 +312,11 @@ class ExporterMetrics:
 
     def callback(self, endpoint: str, outcome: str) -> None:
         self.callbacks.inc((endpoint, outcome))
+
+    def invalid(self, endpoint: str, names: Iterable[str]) -> None:
+        """Count skipped fields; ``names`` come from INVALID_FIELDS[endpoint] (bounded)."""
+        for name in names:
+            self._child(self.invalid_fields, endpoint, name).inc()
 
     def record_call_event(self, event: CallEvent, decision: Decision) -> None:
         """This replica's own count of a non-duplicate call event: late, bad Timestamp."""

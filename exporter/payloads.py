@@ -2,9 +2,10 @@
 
 Everything the provider sends is a string; this module is the one place that
 turns those strings into numbers, datetimes and checked enum values, so no
-later stage ever sees a raw payload. Bad values in fields the metrics use are
-refused with a 400 naming the field; fields the metrics do not use are parsed
-leniently so a provider quirk there never costs us a callback.
+later stage ever sees a raw payload. Only a missing or bad required field (the
+id, the status) refuses a callback with a 400; a bad optional number is skipped
+and named in the event's ``invalid_fields``, so one provider quirk never costs
+the call its final status.
 """
 
 from __future__ import annotations
@@ -240,7 +241,18 @@ def _multipart_pairs(body: bytes, raw_content_type: str,
 _MAX_INT = 2**53  # past this a float, which every metric value is, no longer holds a count
 
 
+def plain_number(text: str) -> bool:
+    """Could int()/float() read ``text`` as what the provider sends: ASCII digits only?
+
+    Both also take ``1_000``, Arabic-Indic digits and the like; those are not a number a
+    provider sends, so they are an invalid field. Two C calls, so the hot path stays quick.
+    """
+    return text.isascii() and "_" not in text
+
+
 def _int(text: str) -> int:
+    if not plain_number(text):
+        raise ValueError("not an ASCII decimal number")
     value = int(text)  # int() and float() ignore surrounding whitespace themselves
     if not 0 <= value <= _MAX_INT:
         raise ValueError("negative or too large")
@@ -248,6 +260,8 @@ def _int(text: str) -> int:
 
 
 def _float(text: str) -> float:
+    if not plain_number(text):
+        raise ValueError("not an ASCII decimal number")
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise ValueError("not a finite non-negative number")
@@ -344,6 +358,9 @@ class CallEvent:
     audio_in_largest_jb_size: int | None = None
     audio_in_dtmf_packet_count: int | None = None
     audio_out_dtmf_packet_count: int | None = None
+    # Names (from CALL_NUMBER_FIELDS) of optional fields given with a value that is not a
+    # valid number for them: skipped, so counted in invalid_fields_total and left None.
+    invalid_fields: tuple[str, ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -358,28 +375,30 @@ class CallEvent:
         return skipped / (media + skipped)
 
 
-# (attribute, provider field, number type, lowest, highest, strict): strict fields feed
-# metrics, so an unparseable or out-of-range value there is refused; the others fall back
-# to None. A range, not a converter function: int() and float() are called directly.
+# (attribute, provider field, number type, lowest, highest): a value that is not an ASCII
+# number within the range is an invalid field, skipped and named in the event. A range, not
+# a converter function: int() and float() are called directly.
 _FINITE = sys.float_info.max  # float("inf") and NaN fail "0 <= value <= _FINITE"
 _Converter = Callable[[str], Any]
-_TYPED_FIELDS: tuple[tuple[str, str, type[int] | type[float], float, float, bool], ...] = (
-    ("sequence_number", "SequenceNumber", int, 0, _MAX_INT, True),
-    ("call_duration", "CallDuration", int, 0, _MAX_INT, True),
-    ("sip_result_code", "SipResultCode", int, 100, 699, True),  # SIP response codes
-    ("audio_in_mos", "AudioInMos", float, 0, 5, True),  # a 1-5 scale
-    ("audio_in_jitter_min_variance", "AudioInJitterMinVariance", float, 0, _FINITE, True),
-    ("audio_in_jitter_max_variance", "AudioInJitterMaxVariance", float, 0, _FINITE, True),
-    ("audio_in_media_packet_count", "AudioInMediaPacketCount", int, 0, _MAX_INT, True),
-    ("audio_in_skip_packet_count", "AudioInSkipPacketCount", int, 0, _MAX_INT, True),
-    ("audio_in_flush_packet_count", "AudioInFlushPacketCount", int, 0, _MAX_INT, True),
-    ("recording_duration", "RecordingDuration", int, 0, _MAX_INT, False),
-    ("audio_in_average_ptime", "AudioInAveragePtime", float, 0, _FINITE, False),
-    ("audio_out_media_packet_count", "AudioOutMediaPacketCount", int, 0, _MAX_INT, False),
-    ("audio_in_largest_jb_size", "AudioInLargestJbSize", int, 0, _MAX_INT, False),
-    ("audio_in_dtmf_packet_count", "AudioInDtmfPacketCount", int, 0, _MAX_INT, False),
-    ("audio_out_dtmf_packet_count", "AudioOutDtmfPacketCount", int, 0, _MAX_INT, False),
+_TYPED_FIELDS: tuple[tuple[str, str, type[int] | type[float], float, float], ...] = (
+    ("sequence_number", "SequenceNumber", int, 0, _MAX_INT),
+    ("call_duration", "CallDuration", int, 0, _MAX_INT),
+    ("sip_result_code", "SipResultCode", int, 100, 699),  # SIP response codes
+    ("audio_in_mos", "AudioInMos", float, 0, 5),  # a 1-5 scale
+    ("audio_in_jitter_min_variance", "AudioInJitterMinVariance", float, 0, _FINITE),
+    ("audio_in_jitter_max_variance", "AudioInJitterMaxVariance", float, 0, _FINITE),
+    ("audio_in_media_packet_count", "AudioInMediaPacketCount", int, 0, _MAX_INT),
+    ("audio_in_skip_packet_count", "AudioInSkipPacketCount", int, 0, _MAX_INT),
+    ("audio_in_flush_packet_count", "AudioInFlushPacketCount", int, 0, _MAX_INT),
+    ("recording_duration", "RecordingDuration", int, 0, _MAX_INT),
+    ("audio_in_average_ptime", "AudioInAveragePtime", float, 0, _FINITE),
+    ("audio_out_media_packet_count", "AudioOutMediaPacketCount", int, 0, _MAX_INT),
+    ("audio_in_largest_jb_size", "AudioInLargestJbSize", int, 0, _MAX_INT),
+    ("audio_in_dtmf_packet_count", "AudioInDtmfPacketCount", int, 0, _MAX_INT),
+    ("audio_out_dtmf_packet_count", "AudioOutDtmfPacketCount", int, 0, _MAX_INT),
 )
+# Every optional number of a call event: the `field` label values of invalid_fields_total.
+CALL_NUMBER_FIELDS: tuple[str, ...] = tuple(name for _, name, *_ in _TYPED_FIELDS)
 _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     ("account_sid", "AccountSid"),
     ("parent_call_sid", "ParentCallSid"),
@@ -441,18 +460,24 @@ def parse_call_event(fields: Mapping[str, str], endpoint: str) -> CallEvent:
         value = get(name)
         if value:
             setattr(event, attr, value)
-    for attr, name, number, lowest, highest, strict in _TYPED_FIELDS:
+    bad: list[str] | None = None
+    for attr, name, number, lowest, highest in _TYPED_FIELDS:
         text = get(name)  # _optional, inlined: this loop runs 15 times per event
         if not text:
             continue
-        try:
-            parsed: float | None = number(text)  # surrounding whitespace is allowed
+        try:  # plain_number, inlined; surrounding whitespace is allowed
+            parsed: float | None = (number(text) if text.isascii() and "_" not in text
+                                    else None)
         except ValueError:
             parsed = None
         if parsed is not None and lowest <= parsed <= highest:
             setattr(event, attr, parsed)
-        elif strict and not text.isspace():  # blank is absent, as everywhere
-            raise invalid(f"field {name} has an invalid value")
+        elif not text.isspace():  # blank is absent, as everywhere
+            if bad is None:
+                bad = []
+            bad.append(name)
+    if bad is not None:
+        event.invalid_fields = tuple(bad)
     event.timestamp, event.timestamp_invalid = _timestamp(fields)
     return event
 
@@ -509,16 +534,15 @@ def normalize(raw: str | None, known: tuple[str, ...]) -> str:
 
 
 def _optional(fields: Mapping[str, str], name: str, convert: _Converter,
-              strict: bool) -> Any:
-    """A typed optional field: None when absent or blank; a bad value is a 400 if strict."""
+              bad: list[str]) -> Any:
+    """A typed optional field: None when absent or blank; a bad value's name goes to ``bad``."""
     text = fields.get(name)
     if text is None or not text.strip():
         return None
     try:
         return convert(text)
     except (ValueError, OverflowError):
-        if strict:
-            raise invalid(f"field {name} has an invalid value") from None
+        bad.append(name)
         return None
 
 
@@ -538,6 +562,7 @@ class ItemStatus:
     sid: str
     status: str
     raw_status: str
+    invalid_fields: tuple[str, ...] = ()  # optional numbers skipped as invalid, by name
 
 
 @dataclass(slots=True)
@@ -597,6 +622,12 @@ class TranscriptionEvent(ItemStatus):
         return {"recording_sid": self.recording_sid, "text_length": self.text_length}
 
 
+# The optional numbers of each item kind: invalid_fields_total's `field` values.
+MESSAGE_NUMBER_FIELDS: tuple[str, ...] = ("NumSegments", "NumMedia", "number_of_segments")
+RECORDING_NUMBER_FIELDS: tuple[str, ...] = ("RecordingDuration", "RecordingChannels")
+CALLING_NUMBER_FIELDS: tuple[str, ...] = ("params.record.duration",)
+
+
 def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
     """Typed SMS/MMS status; MessageSid and MessageStatus are required.
 
@@ -607,15 +638,16 @@ def parse_message_event(fields: Mapping[str, str]) -> MessageEvent:
         return parse_json_message_event(fields)
     sid = required_sid(fields, "MessageSid")
     raw_status = required(fields, "MessageStatus")
+    bad: list[str] = []
     return MessageEvent(
         sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
         direction=normalize(fields.get("Direction"), MESSAGE_DIRECTIONS),
         account_sid=_text(fields, "AccountSid"), from_=_text(fields, "From"),
         to=_text(fields, "To"),
-        num_segments=_optional(fields, "NumSegments", _int, True),
-        num_media=_optional(fields, "NumMedia", _int, False),
+        num_segments=_optional(fields, "NumSegments", _int, bad),
+        num_media=_optional(fields, "NumMedia", _int, bad),
         error_code=_text(fields, "ErrorCode"), error_message=_text(fields, "ErrorMessage"),
-        api_version=_text(fields, "ApiVersion"))
+        api_version=_text(fields, "ApiVersion"), invalid_fields=tuple(bad))
 
 
 def parse_json_message_event(fields: Mapping[str, str]) -> MessageEvent:
@@ -627,25 +659,28 @@ def parse_json_message_event(fields: Mapping[str, str]) -> MessageEvent:
     """
     sid = required_sid(fields, "id")
     raw_status = required(fields, "status")
+    bad: list[str] = []
     return MessageEvent(
         sid=sid, status=normalize(raw_status, MESSAGE_STATUSES), raw_status=raw_status,
         direction=normalize(fields.get("direction"), MESSAGE_DIRECTIONS),
         account_sid=_text(fields, "project_id"),
-        num_segments=_optional(fields, "number_of_segments", _int, True),
-        error_code=_text(fields, "error_code"), error_message=_text(fields, "error_message"))
+        num_segments=_optional(fields, "number_of_segments", _int, bad),
+        error_code=_text(fields, "error_code"), error_message=_text(fields, "error_message"),
+        invalid_fields=tuple(bad))
 
 
 def parse_recording_event(fields: Mapping[str, str]) -> RecordingEvent:
     """Typed recording status; RecordingSid and RecordingStatus are required."""
     sid = required_sid(fields, "RecordingSid")
     raw_status = required(fields, "RecordingStatus")
+    bad: list[str] = []
     return RecordingEvent(
         sid=sid, status=normalize(raw_status, RECORDING_STATUSES),
         raw_status=raw_status, call_sid=_text(fields, "CallSid"),
         account_sid=_text(fields, "AccountSid"), recording_url=_text(fields, "RecordingUrl"),
-        duration=_optional(fields, "RecordingDuration", _int, True),
-        channels=_optional(fields, "RecordingChannels", _int, False),
-        source=_text(fields, "RecordingSource"))
+        duration=_optional(fields, "RecordingDuration", _int, bad),
+        channels=_optional(fields, "RecordingChannels", _int, bad),
+        source=_text(fields, "RecordingSource"), invalid_fields=tuple(bad))
 
 
 def parse_transcription_event(fields: Mapping[str, str]) -> TranscriptionEvent:
@@ -776,6 +811,7 @@ class CallingEvent:
     call_id: str | None
     call: CallEvent | None = None
     item: RecordingEvent | TranscriptionEvent | None = None
+    invalid_fields: tuple[str, ...] = ()  # optional numbers skipped as invalid, by name
 
     def log_fields(self) -> dict[str, object]:
         """Labels and ids only: ``device`` (phone numbers, SIP URIs) is never logged."""
@@ -823,7 +859,9 @@ def parse_calling_event(fields: Mapping[str, str]) -> CallingEvent:
     elif event_type == "calling.call.record" and state in _RECORD_STATUSES:
         sid = control_id or call_id
         if sid is not None:
-            duration = _optional(fields, "params.record.duration", _float, True)
+            bad: list[str] = []
+            duration = _optional(fields, "params.record.duration", _float, bad)
+            event.invalid_fields = tuple(bad)
             event.item = RecordingEvent(
                 sid=sid, status=_RECORD_STATUSES[state], raw_status=raw_state,
                 call_sid=call_id, account_sid=_text(fields, "project_id"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -155,24 +156,71 @@ async def test_inbound_endpoint_feeds_the_same_metrics(client: TestClient) -> No
 @pytest.mark.parametrize(("fields", "named"), [
     ({"CallStatus": "completed"}, "CallSid"),
     ({"CallSid": "x"}, "CallStatus"),
-    ({"CallSid": "x", "CallStatus": "completed", "CallDuration": "12s"}, "CallDuration"),
-    ({"CallSid": "x", "CallStatus": "completed", "AudioInMos": "great"}, "AudioInMos"),
-    ({"CallSid": "x", "CallStatus": "ringing", "SequenceNumber": "first"}, "SequenceNumber"),
-    ({"CallSid": "x", "CallStatus": "busy", "SipResultCode": "4xx"}, "SipResultCode"),
-    ({"CallSid": "x", "CallStatus": "completed", "AudioInJitterMaxVariance": "a"},
-     "AudioInJitterMaxVariance"),
-    ({"CallSid": "x", "CallStatus": "completed", "AudioInSkipPacketCount": "a"},
-     "AudioInSkipPacketCount"),
+    ({"CallSid": " ", "CallStatus": "completed", "CallDuration": "12s"}, "CallSid"),
+    ({"CallSid": "x" * 300, "CallStatus": "completed"}, "CallSid"),
 ])
 @pytest.mark.parametrize("endpoint", ["voice", "inbound"])
-async def test_bad_fields_get_400_naming_the_field(client: TestClient, fields: dict[str, str],
-                                                  named: str, endpoint: str) -> None:
+async def test_bad_required_fields_get_400_naming_the_field(
+        client: TestClient, fields: dict[str, str], named: str, endpoint: str) -> None:
     status, body = await post(client, fields, endpoint=endpoint)
     assert status == 400
     assert named in json.loads(body)["error"]
     assert sample(client, "signalwire_exporter_callbacks_total", endpoint=endpoint,
                   outcome="invalid") == 1
     assert sample(client, "signalwire_calls_total", status="completed", direction="inbound") == 0
+
+
+# --- one bad optional field never loses the call (issue 14) ---------------------------------
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("AudioInMos", "N/A"), ("AudioInMos", "NaN"), ("AudioInMos", "-1"), ("AudioInMos", "5.1"),
+    ("CallDuration", "12.5"), ("AudioInJitterMaxVariance", "n/a"),
+    ("AudioInSkipPacketCount", "-1"), ("SipResultCode", "0"), ("SequenceNumber", "N/A"),
+    ("CallDuration", "1_000"), ("CallDuration", "\u0661\u0662\u0663"),
+    ("AudioInMos", "\U0001d7d2"),
+])
+@pytest.mark.parametrize("kind", ["form", "json", "get"])
+async def test_a_final_event_with_one_bad_field_still_ends_the_call(
+        client: TestClient, caplog: pytest.LogCaptureFixture, field: str, value: str,
+        kind: str) -> None:
+    caplog.set_level(logging.INFO)
+    events = lifecycle(new_sid(), "outbound-api", "completed")
+    events[-1][field] = value
+    for fields in events:
+        assert await post(client, fields, kind=kind) == (200, "")
+    values = await scrape(client)
+    assert values[series("signalwire_calls_total", status="completed",
+                         direction="outbound-api")] == 1
+    assert values[series("signalwire_calls_in_progress", direction="outbound-api")] == 0
+    assert values[series("signalwire_exporter_invalid_fields_total", endpoint="voice",
+                         field=field)] == 1
+    assert sum(v for (name, _), v in values.items()
+               if name == "signalwire_exporter_invalid_fields_total") == 1
+    assert values[series("signalwire_exporter_callbacks_total", endpoint="voice",
+                         outcome="accepted")] == len(events)
+    # every valid field of that event is still recorded
+    if field != "AudioInMos":
+        assert values[series("signalwire_call_mos_count", direction="outbound-api")] == 1
+    if field != "CallDuration":
+        assert values[series("signalwire_call_duration_seconds_sum",
+                             direction="outbound-api")] == 52
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert getattr(warnings[0], "fields", {}) == {"endpoint": "voice", "field": field}
+    assert value not in warnings[0].getMessage()
+
+
+async def test_invalid_field_series_exist_before_the_first_and_stay_bounded(
+        client: TestClient) -> None:
+    before = [key for key in await scrape(client)
+              if key[0] == "signalwire_exporter_invalid_fields_total"]
+    assert series("signalwire_exporter_invalid_fields_total", endpoint="inbound",
+                  field="AudioInMos") in before
+    assert await post(client, {"CallSid": new_sid(), "CallStatus": "completed",
+                               "Whatever": "x", "CallDuration": "soon"}) == (200, "")
+    after = [key for key in await scrape(client)
+             if key[0] == "signalwire_exporter_invalid_fields_total"]
+    assert sorted(after) == sorted(before)
 
 
 @pytest.mark.parametrize(("body", "content_type", "status", "outcome"), [
@@ -330,26 +378,30 @@ async def test_final_scrape_waits_for_a_scrape_after_the_last_callback(
 
 # --- found by QA: hostile input that still reached a 5xx -----------------------------------
 
-@pytest.mark.parametrize(("endpoint", "fields"), [
-    ("voice", {"CallSid": "c-huge", "CallStatus": "completed", "CallDuration": "9" * 400}),
+@pytest.mark.parametrize(("endpoint", "fields", "named", "counted"), [
+    ("voice", {"CallSid": "c-huge", "CallStatus": "completed", "CallDuration": "9" * 400},
+     "CallDuration", ("signalwire_calls_total", {"status": "completed",
+                                                 "direction": "unknown"})),
     ("voice", {"CallSid": "c-huge", "CallStatus": "completed", "AudioInMos": "4",
-               "AudioInMediaPacketCount": "9" * 400, "AudioInSkipPacketCount": "1"}),
+               "AudioInMediaPacketCount": "9" * 400, "AudioInSkipPacketCount": "1"},
+     "AudioInMediaPacketCount", ("signalwire_call_mos_count", {"direction": "unknown"})),
     ("recording", {"RecordingSid": "r-huge", "RecordingStatus": "completed",
-                   "RecordingDuration": "9" * 400}),
-    ("messaging", {"MessageSid": "m-huge", "MessageStatus": "sent", "NumSegments": "9" * 400}),
+                   "RecordingDuration": "9" * 400},
+     "RecordingDuration", ("signalwire_recordings_total", {"status": "completed"})),
+    ("messaging", {"MessageSid": "m-huge", "MessageStatus": "sent", "NumSegments": "9" * 400},
+     "NumSegments", ("signalwire_message_status_events_total", {"status": "sent"})),
 ])
-async def test_number_too_large_for_a_metric_is_400_and_counts_nothing(
-        client: TestClient, endpoint: str, fields: dict[str, str]) -> None:
+async def test_number_too_large_for_a_metric_is_skipped_and_the_rest_counted(
+        client: TestClient, endpoint: str, fields: dict[str, str], named: str,
+        counted: tuple[str, dict[str, str]]) -> None:
     status, body = await post(client, fields, endpoint)
-    assert status == 400
-    assert "error" in json.loads(body)
-    assert sample(client, "signalwire_exporter_callbacks_total", endpoint=endpoint,
-                  outcome="invalid") == 1
-    # nothing of the refused event was counted
+    assert (status, body) == (200, "")
     values = await scrape(client)
-    assert not any(value for (name, _), value in values.items()
-                   if name in ("signalwire_calls_total", "signalwire_recordings_total",
-                               "signalwire_message_status_events_total"))
+    assert values[series("signalwire_exporter_callbacks_total", endpoint=endpoint,
+                         outcome="accepted")] == 1
+    assert values[series("signalwire_exporter_invalid_fields_total", endpoint=endpoint,
+                         field=named)] == 1
+    assert values[series(counted[0], **counted[1])] == 1
 
 
 async def test_json_number_past_the_int_digit_limit_is_400(client: TestClient) -> None:

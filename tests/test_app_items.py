@@ -264,15 +264,36 @@ async def test_transcription_counts_and_text_length(client: TestClient) -> None:
 
 # --- the shared request path ----------------------------------------------------------------
 
+@pytest.mark.parametrize(("endpoint", "fields", "named", "counted"), [
+    ("messaging", {"MessageSid": "m", "MessageStatus": "delivered", "NumSegments": "two"},
+     "NumSegments", ("signalwire_messages_total", {"status": "delivered"})),
+    ("messaging", {"MessageSid": "m", "MessageStatus": "delivered", "NumMedia": "\u0661"},
+     "NumMedia", ("signalwire_messages_total", {"status": "delivered"})),
+    ("recording", {"RecordingSid": "r", "RecordingStatus": "completed",
+                   "RecordingDuration": "-3"},
+     "RecordingDuration", ("signalwire_recordings_total", {"status": "completed"})),
+    ("recording", {"RecordingSid": "r", "RecordingStatus": "completed",
+                   "RecordingDuration": "3", "RecordingChannels": "1_0"},
+     "RecordingChannels", ("signalwire_recording_duration_seconds_count", {})),
+])
+@pytest.mark.parametrize("kind", ["form", "json", "get"])
+async def test_a_bad_optional_field_is_skipped_and_counted(
+        client: TestClient, endpoint: str, fields: dict[str, str], named: str,
+        counted: tuple[str, dict[str, str]], kind: str) -> None:
+    assert await post(client, fields, endpoint=endpoint, kind=kind) == (200, "")
+    values = await scrape(client)
+    assert values[series(counted[0], **counted[1])] == 1
+    assert values[series("signalwire_exporter_invalid_fields_total", endpoint=endpoint,
+                         field=named)] == 1
+    assert values[series("signalwire_exporter_callbacks_total", endpoint=endpoint,
+                         outcome="accepted")] == 1
+
+
 @pytest.mark.parametrize(("endpoint", "fields", "named"), [
     ("messaging", {"MessageStatus": "sent"}, "MessageSid"),
     ("messaging", {"MessageSid": "m", "MessageStatus": " "}, "MessageStatus"),
-    ("messaging", {"MessageSid": "m", "MessageStatus": "sent", "NumSegments": "two"},
-     "NumSegments"),
     ("recording", {"RecordingStatus": "completed"}, "RecordingSid"),
     ("recording", {"RecordingSid": "r"}, "RecordingStatus"),
-    ("recording", {"RecordingSid": "r", "RecordingStatus": "completed",
-                   "RecordingDuration": "-3"}, "RecordingDuration"),
     ("transcription", {"TranscriptionStatus": "completed"}, "TranscriptionSid"),
     ("transcription", {"TranscriptionSid": "t"}, "TranscriptionStatus"),
 ])

@@ -13,6 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from exporter.errors import Rejected
+from exporter.payloads import _TYPED_FIELDS as _TYPED_FIELDS
 from exporter.payloads import (
     CallEvent,
     collect_fields,
@@ -142,26 +143,61 @@ def test_missing_required_field_names_it(missing: str) -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("CallDuration", "ten"),
     ("CallDuration", "-5"),
+    ("CallDuration", "12.5"),
     ("AudioInMos", "abc"),
+    ("AudioInMos", "N/A"),
     ("AudioInMos", "7.5"),
+    ("AudioInMos", "5.1"),
+    ("AudioInMos", "-1"),
     ("AudioInMos", "nan"),
+    ("AudioInMos", "NaN"),
     ("SequenceNumber", "1.5"),
+    ("SequenceNumber", "N/A"),
     ("SipResultCode", "999"),
+    ("SipResultCode", "0"),
     ("AudioInJitterMaxVariance", "inf"),
+    ("AudioInJitterMaxVariance", "n/a"),
     ("AudioInMediaPacketCount", "many"),
     ("AudioInSkipPacketCount", "-1"),
     ("AudioInFlushPacketCount", "x"),
+    ("AudioInLargestJbSize", "big"),
+    # int() and float() read these; the provider never sends them
+    ("CallDuration", "1_000"),
+    ("CallDuration", "\u0661\u0662\u0663"),  # Arabic-Indic 123
+    ("AudioInMos", "\U0001d7d2"),  # mathematical bold 4
+    ("AudioInMos", "4\u0665"),
+    ("SequenceNumber", "\uff13"),  # full-width 3
 ])
-def test_unparseable_metric_field_is_refused_by_name(field: str, value: str) -> None:
-    with pytest.raises(Rejected) as info:
-        parse({"CallSid": "a", "CallStatus": "completed", field: value})
-    assert info.value.status == 400
-    assert field in info.value.message
+def test_a_bad_optional_number_is_skipped_and_named(field: str, value: str) -> None:
+    event = parse({"CallSid": "a", "CallStatus": "completed", "CallDuration": "12",
+                   "AudioInMos": "4.2", field: value})
+    assert event.status == "completed"
+    assert event.invalid_fields == (field,)
+    assert all(getattr(event, attr) is None for attr, name, *_ in _TYPED_FIELDS
+               if name == field)
+    others = {"CallDuration": 12, "AudioInMos": 4.2}
+    others.pop(field, None)
+    assert all(getattr(event, attr) == others[name] for attr, name, *_ in _TYPED_FIELDS
+               if name in others)
 
 
-def test_unparseable_field_the_metrics_do_not_use_is_dropped() -> None:
-    event = parse({"CallSid": "a", "CallStatus": "completed", "AudioInLargestJbSize": "big"})
-    assert event.audio_in_largest_jb_size is None
+@pytest.mark.parametrize(("field", "value", "parsed"), [
+    ("CallDuration", " 12 ", 12), ("CallDuration", "+12", 12), ("AudioInMos", "4.", 4.0),
+    ("AudioInMos", ".5", 0.5), ("AudioInJitterMaxVariance", "1e-05", 1e-05),
+    ("SequenceNumber", "0", 0), ("SipResultCode", "486", 486),
+])
+def test_plain_ascii_numbers_are_read(field: str, value: str, parsed: float) -> None:
+    event = parse({"CallSid": "a", "CallStatus": "completed", field: value})
+    assert [getattr(event, attr) for attr, name, *_ in _TYPED_FIELDS if name == field] \
+        == [parsed]
+    assert event.invalid_fields == ()
+
+
+def test_every_bad_field_is_named_once_in_order() -> None:
+    event = parse({"CallSid": "a", "CallStatus": "completed", "SequenceNumber": "x",
+                   "AudioInMos": "y", "CallDuration": "7"})
+    assert event.invalid_fields == ("SequenceNumber", "AudioInMos")
+    assert event.sequence_number is None and event.call_duration == 7
 
 
 def test_empty_optional_values_are_none() -> None:
@@ -346,7 +382,8 @@ def test_message_event_is_typed_and_keeps_no_body() -> None:
         "ErrorMessage": "Unreachable"})
     assert event == MessageEvent(sid="m", status="undelivered", raw_status="Undelivered",
                                  direction="outbound-api", num_segments=3, num_media=None,
-                                 error_code="30003", error_message="Unreachable")
+                                 error_code="30003", error_message="Unreachable",
+                                 invalid_fields=("NumMedia",))
     assert "secret" not in repr(event)
     assert "Unreachable" not in repr(event.log_fields())
 
@@ -371,17 +408,18 @@ def test_recording_and_transcription_events() -> None:
     rec = parse_recording_event({"RecordingSid": "r", "RecordingStatus": "completed",
                                  "RecordingDuration": "12", "RecordingChannels": "two",
                                  "RecordingSource": "DialVerb"})
-    assert (rec.status, rec.duration, rec.channels, rec.source) == (
-        "completed", 12, None, "DialVerb")
+    assert (rec.status, rec.duration, rec.channels, rec.source, rec.invalid_fields) == (
+        "completed", 12, None, "DialVerb", ("RecordingChannels",))
     empty = parse_transcription_event({"TranscriptionSid": "t", "TranscriptionStatus": "completed",
                                        "TranscriptionText": ""})
     assert empty.text_length == 0
     missing = parse_transcription_event({"TranscriptionSid": "t",
                                          "TranscriptionStatus": "in-progress"})
     assert (missing.text_length, missing.status) == (None, "unknown")
-    with pytest.raises(Rejected, match="RecordingDuration"):
-        parse_recording_event({"RecordingSid": "r", "RecordingStatus": "completed",
-                               "RecordingDuration": "1.5h"})
+    bad = parse_recording_event({"RecordingSid": "r", "RecordingStatus": "completed",
+                                 "RecordingDuration": "1.5h"})
+    assert (bad.status, bad.duration, bad.invalid_fields) == (
+        "completed", None, ("RecordingDuration",))
 
 
 # --- found by QA: values too large for the metrics -----------------------------------------
@@ -394,12 +432,25 @@ HUGE = "9" * 400
 
 @pytest.mark.parametrize("field", ["CallDuration", "AudioInMediaPacketCount",
                                    "AudioInSkipPacketCount", "AudioInFlushPacketCount"])
-def test_integer_too_large_for_a_metric_is_refused_by_name(field: str) -> None:
-    with pytest.raises(Rejected) as caught:
-        parse_call_event({"CallSid": "c", "CallStatus": "completed", "AudioInMos": "4",
-                          field: HUGE}, "voice")
-    assert caught.value.status == 400
-    assert field in caught.value.message
+def test_integer_too_large_for_a_metric_is_skipped_by_name(field: str) -> None:
+    event = parse_call_event({"CallSid": "c", "CallStatus": "completed", "AudioInMos": "4",
+                              field: HUGE}, "voice")
+    assert event.invalid_fields == (field,)
+    assert event.audio_in_mos == 4.0
+
+
+@pytest.mark.parametrize(("parse", "fields", "named"), [
+    (parse_message_event, {"MessageSid": "m", "MessageStatus": "sent", "NumSegments": "two",
+                           "NumMedia": "\u0661"}, ("NumSegments", "NumMedia")),
+    (parse_recording_event, {"RecordingSid": "r", "RecordingStatus": "completed",
+                             "RecordingDuration": "1_5", "RecordingChannels": "2"},
+     ("RecordingDuration",)),
+], ids=["message", "recording"])
+def test_item_events_skip_bad_numbers_by_name(parse: Any, fields: dict[str, str],
+                                              named: tuple[str, ...]) -> None:
+    event = parse(fields)
+    assert event.invalid_fields == named
+    assert event.status in ("sent", "completed")
 
 
 def test_json_number_past_the_int_digit_limit_is_invalid() -> None:

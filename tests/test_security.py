@@ -209,12 +209,15 @@ async def test_scrape_after_hostile_traffic_has_no_sids_numbers_or_text(
     text = await (await client.get("/metrics")).text()
     for token in ("SID-", "5551234567", "alice", "DROP", "alert(1)", "gnirts", "aaaa", "jndi"):
         assert token not in text, token
+    # SIP 1000/abc: the field is skipped (as form and as JSON), the callback accepted
     assert sample(client, "signalwire_call_status_events_total",
-                  status="unknown", direction="unknown") == 3 * 4  # SIP 499/486: valid
+                  status="unknown", direction="unknown") == 3 * len(HOSTILE)
+    assert sample(client, "signalwire_exporter_invalid_fields_total", endpoint="voice",
+                  field="SipResultCode") == 3 * 3 * 2
     assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
-                  outcome="invalid") == 3 * (3 + 3)  # SIP 1000/abc, as form and as JSON
+                  outcome="invalid") == 0
     assert sample(client, "signalwire_exporter_callbacks_total", endpoint="voice",
-                  outcome="duplicate") == 3 * (len(HOSTILE) - 3)  # JSON X.y: flattened, unused
+                  outcome="duplicate") == 3 * len(HOSTILE)  # the JSON copy (X.y flattened)
 
 
 # --- /metrics protection ----------------------------------------------------------------
