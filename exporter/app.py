@@ -17,8 +17,13 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
@@ -138,6 +143,110 @@ CALLBACKS_IN_FLIGHT = web.AppKey("callbacks_in_flight", InFlight)
 def error_response(exc: Rejected, **headers: str) -> web.Response:
     """The one answer to every refusal: its 4xx and ``{"error": message}``."""
     return web.json_response({"error": exc.message}, status=exc.status, headers=headers)
+
+
+# aiohttp's own refusals, as the JSON every other refusal is. Fixed texts: aiohttp's own
+# messages can quote the request line or a header, which may carry a secret.
+REFUSALS = {
+    400: "malformed HTTP request",
+    404: "no such endpoint (GET / lists them; paths have no trailing slash)",
+    405: "method not allowed here",
+    413: "request too large",
+    415: "unsupported Content-Encoding: send the body as is, or gzip or deflate",
+    417: "unsupported Expect header: only 100-continue is",
+    431: "request header fields too large",
+}
+
+
+def refusal(status: int, **headers: str) -> web.Response:
+    message = REFUSALS.get(status) or HTTPStatus(status).phrase.lower()
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def expect_handler(count: Callable[[int], None]) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse | None]]:
+    """aiohttp's handling of ``Expect``, with its 417 as JSON (its own quotes the header,
+    and fails with a 500 on a header that is not UTF-8)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        if request.version != HttpVersion11:
+            return None
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            count(417)
+            return refusal(417)
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own: the answer proper is still to come
+        return None
+
+    return handle
+
+
+def not_routed(router: web.UrlDispatcher, count: Callable[[int], None]) -> Handler:
+    """The last route: aiohttp's 404 and 405, as JSON and counted.
+
+    The router tries it only after every other route failed to match, so a request that
+    reaches a handler pays nothing for it. A catch-all hides the router's 405, so the
+    methods each path allows are looked up here (every route is a plain path).
+    """
+    allowed: dict[str, set[str]] = {}
+    for route in router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        if "path" in info:
+            allowed.setdefault(info["path"], set()).add(route.method)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        methods = allowed.get(request.path)
+        if methods is None:
+            count(404)
+            return refusal(404)
+        count(405)
+        return refusal(405, Allow=", ".join(sorted(methods)))
+
+    return handle
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's protocol handler, answering malformed HTTP with JSON (and counting it)."""
+
+    __slots__ = ("_count",)
+
+    def __init__(self, manager: web.Server, *, count: Callable[[int], None],
+                 **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._count = count
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises once answering
+        if isinstance(exc, ContentEncodingError) and "install" in str(exc):
+            status = 415  # br or zstd, whose decoders are not installed
+        self._count(status)
+        response = refusal(status)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    count: Callable[[int], None]
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, count=self.count, **self._kwargs)
+
+
+class ExporterRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer malformed HTTP as JSON, counted.
+
+    Those requests never reach the application (aiohttp refuses them while parsing),
+    so neither a route nor a middleware can answer them.
+    """
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # same layout: only the handler class differs
+        assert isinstance(server, _JsonErrorServer)
+        server.count = self.app[EXPORTER].metrics.http_error
+        return server
 
 
 def log_rejected(what: str, exc: Rejected, **fields: str) -> None:
@@ -346,11 +455,14 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     app[CALLBACKS_IN_FLIGHT] = callbacks_in_flight
     app[BASIC_AUTH] = BasicAuth(config.web.basic_auth_users)
 
+    expect = expect_handler(metrics.http_error)
+
     def route(method: str, path: str, handler: Handler, counter: InFlight = in_flight) -> None:
-        if method == "GET":
-            app.router.add_get(path, counter.counted(handler))  # HEAD too
+        if method == "GET":  # HEAD too
+            app.router.add_get(path, counter.counted(handler), expect_handler=expect)
         else:
-            app.router.add_route(method, path, counter.counted(handler))
+            app.router.add_route(method, path, counter.counted(handler),
+                                 expect_handler=expect)
 
     route("GET", "/", index)
     route("GET", "/metrics", protected(metrics_handler))
@@ -360,6 +472,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
               callbacks_in_flight)
     route("*", "/alerts/sms", alerts_sms)
     route("GET", "/reports/failed-calls", protected(failed_calls_report))
+    app.router.add_route("*", "/{path:.*}", not_routed(app.router, metrics.http_error),
+                         expect_handler=expect)
     app.cleanup_ctx.append(store_connection)
     app.cleanup_ctx.append(sweep_expired)
     app.cleanup_ctx.append(sms_session)

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from . import __version__
 from .access import hash_password, tls_context
-from .app import CALLBACKS_IN_FLIGHT, EXPORTER, IN_FLIGHT, create_app
+from .app import CALLBACKS_IN_FLIGHT, EXPORTER, IN_FLIGHT, ExporterRunner, create_app
 from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
 from .logs import setup_logging
 from .rules import render_rules
@@ -124,7 +124,7 @@ async def run_server(app: web.Application, config: Config) -> None:
     """
     exporter = app[EXPORTER]
     in_flight, callbacks_in_flight = app[IN_FLIGHT], app[CALLBACKS_IN_FLIGHT]
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+    runner = ExporterRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                            keepalive_timeout=config.limits.keepalive_timeout_seconds,
                            max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
                            max_headers=MAX_HEADERS)

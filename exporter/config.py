@@ -36,12 +36,14 @@ class SignatureConfig:
     signing_keys: tuple[str, ...] = ()
     public_base_url: str | None = None
     trust_forwarded_headers: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # lower-case host[:port] SignalWire calls
 
     def __repr__(self) -> str:  # never print the keys themselves
         return (
             f"SignatureConfig(signing_keys=<{len(self.signing_keys)} hidden>, "
             f"public_base_url={self.public_base_url!r}, "
-            f"trust_forwarded_headers={self.trust_forwarded_headers!r})"
+            f"trust_forwarded_headers={self.trust_forwarded_headers!r}, "
+            f"allowed_hosts={self.allowed_hosts!r})"
         )
 
 
@@ -452,6 +454,20 @@ def _optional_url(value: Any) -> str | None:
     return value.rstrip("/")
 
 
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    """Public host names as in a URL (``metrics.example.com``, ``host:8443``), lower-cased."""
+    hosts = _string_list(value)
+    for host in hosts:
+        if not _HOST.match(host):
+            raise ValueError(f"{host[:80]!r} is not a host name: give the host (and port, if "
+                             "not the default) SignalWire calls, such as metrics.example.com "
+                             "or metrics.example.com:8443, without scheme or path")
+    return tuple(host.lower() for host in hosts)
+
+
 def _optional_file(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -533,6 +549,7 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "signature.signing_keys": _string_list,
     "signature.public_base_url": _optional_url,
     "signature.trust_forwarded_headers": _bool,
+    "signature.allowed_hosts": _hosts,
     "limits.max_body_bytes": _positive_int,
     "limits.max_fields": _positive_int,
     "limits.max_field_length": _positive_int,
@@ -685,28 +702,42 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     errors: list[str] = []
     data = expand_env(data, os.environ if environ is None else environ, "", errors)
     config = _build(Config, data, "", errors)
-    if not errors:
+    # Checks across keys run whatever else is wrong, so check-config lists every problem;
+    # a key that has its own error already is not blamed again.
+    bad_keys = {error.partition(":")[0] for error in errors}
+    if "buckets.mos" not in bad_keys:
         missing = [b for b in (3.1, 3.5, 3.7, 4.2) if b not in config.buckets.mos]
         if missing:
             errors.append(
                 "buckets.mos: must include the quality tiers 3.1, 3.5, 3.7 and 4.2 "
                 f"(missing {', '.join(map(str, missing))})"
             )
-        if (config.web.tls_cert_file is None) != (config.web.tls_key_file is None):
-            errors.append("web: tls_cert_file and tls_key_file must be set together")
-        config = _sms_fallback(config)
-        errors.extend(_sms_errors(config.sms))
-        errors.extend(_api_errors(config))
-        if config.alerts.call_quality_low.mos_below not in config.buckets.mos:
+        if ("alerts.call_quality_low.mos_below" not in bad_keys
+              and config.alerts.call_quality_low.mos_below not in config.buckets.mos):
             errors.append("alerts.call_quality_low.mos_below: must be one of buckets.mos "
                           "(the alert reads that histogram bucket)")
+    sig = config.signature
+    if (sig.trust_forwarded_headers and not sig.allowed_hosts and not sig.public_base_url
+            and not bad_keys & {"signature.allowed_hosts", "signature.public_base_url"}):
+        errors.append(
+            "signature.allowed_hosts: required when signature.trust_forwarded_headers is "
+            "true: list the public host names SignalWire calls (e.g. [metrics.example.com], "
+            "with the port if it is not 443); otherwise a client chooses, through "
+            "X-Forwarded-Host, the URL its signature is checked against (or set "
+            "signature.public_base_url instead)")
+    if not bad_keys & {"web.tls_cert_file", "web.tls_key_file"} and (
+            (config.web.tls_cert_file is None) != (config.web.tls_key_file is None)):
+        errors.append("web: tls_cert_file and tls_key_file must be set together")
+    config = _sms_fallback(config)
+    errors.extend(_sms_errors(config.sms, bad_keys))
+    errors.extend(_api_errors(config))
     if errors:
         raise ConfigError(errors)
     return config
 
 
-def _sms_errors(sms: SmsConfig) -> list[str]:
-    given = [key for key in SMS_REQUIRED if getattr(sms, key)]
+def _sms_errors(sms: SmsConfig, bad_keys: set[str]) -> list[str]:
+    given = [key for key in SMS_REQUIRED if getattr(sms, key) or f"sms.{key}" in bad_keys]
     if not given:
         return []
     return [f"sms.{key}: required when sms.{given[0]} is set"

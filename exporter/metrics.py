@@ -55,6 +55,9 @@ from .statuses import StatusDecision
 CALL_ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "calling")
 ENDPOINTS: tuple[str, ...] = ("voice", "inbound", "messaging", "recording", "transcription",
                               "calling", "10dlc")
+# Statuses of aiohttp's own refusals, the label values of http_errors_total (else "other").
+HTTP_ERROR_STATUSES: tuple[str, ...] = (
+    "400", "404", "405", "413", "415", "417", "431", "500", "504")
 # Endpoint → the optional fields its parser can skip as invalid (the `field` label values).
 INVALID_FIELDS: dict[str, tuple[str, ...]] = {
     "voice": CALL_NUMBER_FIELDS, "inbound": CALL_NUMBER_FIELDS,
@@ -265,6 +268,12 @@ class ExporterMetrics:
             "Optional callback fields skipped because their value was not valid for them "
             "(the callback itself accepted), by endpoint and field name.",
             ("endpoint", "field"))
+        self.http_errors = counter(
+            "signalwire_exporter_http_errors_total",
+            "Requests refused before reaching an endpoint's handler, by status: 404 unknown "
+            "path, 405 wrong method, 400/431 malformed HTTP, 415 unsupported "
+            "Content-Encoding, 417 unsupported Expect (others as status=\"other\").",
+            ("status",))
         self.timestamp_errors = counter(
             "signalwire_exporter_timestamp_errors_total",
             "Callbacks whose Timestamp could not be parsed (receive time not used for delays).",
@@ -298,6 +307,8 @@ class ExporterMetrics:
             self.late_events.labels(endpoint)
         for endpoint in CALL_ENDPOINTS:
             self.timestamp_errors.labels(endpoint)
+        for status in HTTP_ERROR_STATUSES:
+            self._child(self.http_errors, status)
         for endpoint, names in INVALID_FIELDS.items():
             for name in names:
                 self._child(self.invalid_fields, endpoint, name)
@@ -312,6 +323,10 @@ class ExporterMetrics:
 
     def callback(self, endpoint: str, outcome: str) -> None:
         self.callbacks.inc((endpoint, outcome))
+
+    def http_error(self, status: int) -> None:
+        label = str(status)
+        self._child(self.http_errors, label if label in HTTP_ERROR_STATUSES else "other").inc()
 
     def invalid(self, endpoint: str, names: Iterable[str]) -> None:
         """Count skipped fields; ``names`` come from INVALID_FIELDS[endpoint] (bounded)."""

@@ -73,7 +73,8 @@ def decode_pairs(content_type: str, body: bytes, *, max_fields: int,
     if content_type == MULTIPART:
         return _multipart_pairs(body, raw_content_type, max_fields)
     raise Rejected(415, "unsupported",
-                   f"unsupported content type {content_type[:60]!r}; send {FORM} or {JSON}")
+                   f"unsupported content type {content_type[:60]!r}; send {FORM}, {JSON} "
+                   f"or {MULTIPART}")
 
 
 def decode_query(raw_query: str, *, max_fields: int) -> list[tuple[str, str]]:

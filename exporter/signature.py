@@ -7,8 +7,8 @@ Schemes accepted (reference §3), for every configured Signing Key (rotation):
   SHA-256 of the raw body matching that parameter;
 - SignalWire JSON: hex HMAC-SHA1 (``X-SignalWire-Signature``) or hex HMAC-SHA256
   (``X-SignalWire-Sha256-Signature``) over URL + raw body.
-The URL is tried with and without the scheme's default port, as the provider's
-own validators do. Every comparison is constant-time and exact.
+The URL is tried with and without its port (the scheme's default port added when
+it has none), as the official validators do. Every comparison is constant-time and exact.
 tests/vectors/signature_vectors.json holds the verdicts of the official SDKs on
 the same requests; docs/security.md lists where, and why, this module differs.
 """
@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import itertools
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 SIGNATURE_HEADER = "X-SignalWire-Signature"
@@ -50,23 +50,58 @@ def request_url(*, path_qs: str, scheme: str, host: str, public_base_url: str | 
     return f"{scheme}://{host}{path_qs}"
 
 
-def url_variants(url: str) -> list[str]:
-    """``url`` as given, plus the same URL with its default port added or removed."""
+def _split(url: str) -> tuple[str, str, str] | None:
+    """(scheme, netloc, the rest) of an http(s) URL; None for anything else."""
     scheme, sep, rest = url.partition("://")
-    default = _DEFAULT_PORTS.get(scheme.lower())
-    if not sep or default is None:
-        return [url]
+    if not sep or scheme.lower() not in _DEFAULT_PORTS:
+        return None
     cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
               default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
+    return scheme, rest[:cut], rest[cut:]
+
+
+def _port(hostport: str) -> tuple[str, str]:
+    """(host, port) of ``host[:port]``; port "" when none ("[::1]" has none)."""
+    host, colon, port = hostport.rpartition(":")
+    if colon and host and port.isdigit():
+        return host, port
+    return hostport, ""
+
+
+def url_variants(url: str) -> list[str]:
+    """``url`` as given, plus the one other spelling the official validators accept.
+
+    With a port (default or not) the URL without it; without one, the URL with the
+    scheme's default port. The twilio (6.x, 9.x) and signalwire 2.x validators do the
+    same: the key still has to sign one of the two, so this widens nothing an attacker
+    could use.
+    """
+    parts = _split(url)
+    if parts is None:
+        return [url]
+    scheme, netloc, tail = parts
     userinfo, at, hostport = netloc.rpartition("@")
     prefix = userinfo + at
-    host, colon, port = hostport.rpartition(":")
-    if colon and host and port.isdigit():  # an explicit port ("[::1]" has none)
-        if port == default:
-            return [url, f"{scheme}://{prefix}{host}{tail}"]
-        return [url]
-    return [url, f"{scheme}://{prefix}{hostport}:{default}{tail}"]
+    host, port = _port(hostport)
+    if port:
+        return [url, f"{scheme}://{prefix}{host}{tail}"]
+    return [url, f"{scheme}://{prefix}{hostport}:{_DEFAULT_PORTS[scheme.lower()]}{tail}"]
+
+
+def host_allowed(url: str, allowed: Collection[str]) -> bool:
+    """Is the URL's ``host[:port]`` one of ``allowed`` (lower-case), the default port optional?"""
+    parts = _split(url)
+    if parts is None:
+        return False
+    scheme, netloc, _ = parts
+    netloc = netloc.rpartition("@")[2].lower()
+    if netloc in allowed:
+        return True
+    default = _DEFAULT_PORTS[scheme.lower()]
+    host, port = _port(netloc)
+    if port:
+        return port == default and host in allowed
+    return f"{netloc}:{default}" in allowed
 
 
 @functools.lru_cache(maxsize=64)

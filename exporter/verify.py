@@ -61,7 +61,12 @@ async def _read_body(request: web.Request, limits: LimitsConfig) -> bytes:
 
 def check_signature(request: web.Request, config: Config, body: bytes,
                     form_pairs: list[tuple[str, str]] | None) -> None:
-    """403 unless the request carries a valid signature (when signing keys are set)."""
+    """403 unless the request carries a valid signature (when signing keys are set).
+
+    Without ``public_base_url`` the host comes from the request (Host, or X-Forwarded-Host
+    when trusted), which the client chooses: with ``allowed_hosts`` set, any other host is
+    refused, so a signature captured for another URL of the same project cannot be replayed.
+    """
     sig = config.signature
     if not sig.signing_keys:
         return
@@ -71,6 +76,16 @@ def check_signature(request: web.Request, config: Config, body: bytes,
         trust_forwarded_headers=sig.trust_forwarded_headers,
         forwarded_proto=request.headers.get("X-Forwarded-Proto"),
         forwarded_host=request.headers.get("X-Forwarded-Host"))
+    if not url.isascii():
+        try:  # aiohttp keeps bytes that are not UTF-8 as lone surrogates
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Rejected(400, "invalid", "the request URL or a Host, X-Forwarded-Host or "
+                                           "X-Forwarded-Proto header is not valid UTF-8") from None
+    if (sig.allowed_hosts and not sig.public_base_url
+            and not signature.host_allowed(url, sig.allowed_hosts)):
+        raise Rejected(403, "unauthorized",
+                       "host not allowed: it is not one of signature.allowed_hosts")
     if not signature.verify(sig.signing_keys, url, request.headers,
                             body=body, form_pairs=form_pairs):
         raise Rejected(403, "unauthorized", "missing or invalid request signature")

@@ -458,3 +458,50 @@ async def test_a_call_on_voice_and_inbound_counts_once_and_takes_a_later_directi
     assert sample(client, "signalwire_calls_in_progress", direction="inbound") == 0
     assert sample(client, "signalwire_exporter_callbacks_total",
                   endpoint="voice", outcome="duplicate") == 1
+
+
+# --- aiohttp's own refusals, as JSON and counted (issue 14) ----------------------------------
+
+@pytest.mark.parametrize(("method", "path", "status", "allow"), [
+    ("GET", "/nope", 404, None),
+    ("GET", "/metrics/", 404, None),  # a trailing slash
+    ("POST", "/callbacks/voice/", 404, None),
+    ("POST", "/metrics", 405, "GET, HEAD"),
+    ("DELETE", "/healthz", 405, "GET, HEAD"),
+    ("POST", "/reports/failed-calls", 405, "GET, HEAD"),
+])
+async def test_unknown_path_and_wrong_method_are_json_and_counted(
+        client: TestClient, method: str, path: str, status: int, allow: str | None) -> None:
+    response = await client.request(method, path)
+    assert response.status == status
+    assert response.headers.get("Allow") == allow
+    assert "error" in await response.json()
+    values = await scrape(client)
+    assert values[series("signalwire_exporter_http_errors_total", status=str(status))] == 1
+    assert sum(v for (name, _), v in values.items()
+               if name == "signalwire_exporter_callbacks_total") == 0
+
+
+async def test_the_routes_still_answer(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.head("/metrics")).status == 200
+    assert (await client.get("/")).status == 200
+    values = await scrape(client)
+    assert sum(v for (name, _), v in values.items()
+               if name == "signalwire_exporter_http_errors_total") == 0
+
+
+@pytest.mark.parametrize("expect", ["nonsense", "\u00e9"])
+async def test_an_unsupported_expect_header_is_a_json_417(client: TestClient,
+                                                          expect: str) -> None:
+    response = await client.post("/callbacks/voice", data=b"CallSid=c&CallStatus=completed",
+                                 headers={**FORM_HEADERS, "Expect": expect})
+    assert response.status == 417
+    assert "error" in await response.json()
+    assert sample(client, "signalwire_exporter_http_errors_total", status="417") == 1
+
+
+async def test_expect_100_continue_still_works(client: TestClient) -> None:
+    response = await client.post("/callbacks/voice", data=b"CallSid=c&CallStatus=completed",
+                                 headers={**FORM_HEADERS, "Expect": "100-continue"})
+    assert response.status == 200

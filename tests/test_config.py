@@ -135,3 +135,37 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 ])
 def test_split_listen(text: str, expected: tuple[str, int]) -> None:
     assert split_listen(text) == expected
+
+
+# --- issue 14 ------------------------------------------------------------------------------
+
+def test_trusting_forwarded_headers_needs_the_allowed_hosts() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"signature": {"trust_forwarded_headers": True}}, environ={})
+    assert info.value.errors[0].startswith("signature.allowed_hosts: required")
+    assert "X-Forwarded-Host" in info.value.errors[0]
+    config = parse_config({"signature": {"trust_forwarded_headers": True, "allowed_hosts": [
+        "Metrics.Example.com", "metrics.example.com:8443", "[::1]:9880"]}}, environ={})
+    assert config.signature.allowed_hosts == (
+        "metrics.example.com", "metrics.example.com:8443", "[::1]:9880")
+    parse_config({"signature": {"trust_forwarded_headers": True,
+                                "public_base_url": "https://m.example.com"}}, environ={})
+
+
+@pytest.mark.parametrize("host", ["https://metrics.example.com", "metrics.example.com/x",
+                                  "a b", "host:port"])
+def test_allowed_hosts_are_host_names(host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"signature": {"allowed_hosts": [host]}}, environ={})
+    assert info.value.errors == [info.value.errors[0]]
+    assert info.value.errors[0].startswith("signature.allowed_hosts:")
+
+
+def test_every_problem_in_sms_is_listed_with_the_others() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"listen": "nowhere", "sms": {
+            "space_url": "ftp://x y", "project_id": "p", "max_attempts": 0}}, environ={})
+    keys = [error.partition(":")[0] for error in info.value.errors]
+    assert sorted(keys) == sorted([
+        "listen", "sms.space_url", "sms.max_attempts", "sms.api_token", "sms.from_number",
+        "sms.to_numbers", "sms.webhook_token"])

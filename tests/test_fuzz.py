@@ -139,3 +139,54 @@ def test_endpoints_never_fail_and_the_process_lives(target: Any,
     finally:
         conn.close()
     assert exporter.proc.poll() is None, exporter.log()
+
+
+# --- headers (issue 14): any header value gets 200 or a JSON 4xx, signing on or off --------
+
+HEADER_NAMES = ["Host", "X-Forwarded-Host", "X-Forwarded-Proto", "X-SignalWire-Signature",
+                "X-Twilio-Signature", "X-SignalWire-Sha256-Signature", "Content-Type",
+                "Content-Encoding", "Accept", "Accept-Encoding", "Authorization", "Expect",
+                "Connection", "X-Anything"]
+header_values = (st.binary(max_size=60) | st.sampled_from([
+    b"", b"\xe9vil.example", "\u00e9".encode(), b"\xff", b"metrics.example.com:8443",
+    b"https, http", b"br", b"zstd", b"gzip", b"deflate, br", b"100-continue",
+    b"application/json", b"multipart/form-data", b"\x00", b" \t ", b"a" * 200,
+])).map(lambda v: v.replace(b"\r", b"").replace(b"\n", b""))
+header_sets = st.dictionaries(st.sampled_from(HEADER_NAMES), header_values, max_size=6)
+
+
+@pytest.fixture(params=[False, True], ids=["signing-off", "signing-on"])
+def header_target(request: Any, exporter_process: Any) -> Any:
+    config = ("signature:\n  signing_keys: [fuzz-key]\n  trust_forwarded_headers: true\n"
+              "  allowed_hosts: [metrics.example.com]\n" if request.param else "")
+    return exporter_process(config, "--log-level", "error")
+
+
+@FUZZ
+@given(headers=header_sets, endpoint=st.sampled_from(["voice", "messaging", "nope"]),
+       method=st.sampled_from(["POST", "GET"]))
+def test_any_header_gets_200_or_a_json_4xx(header_target: Any, headers: dict[str, bytes],
+                                           endpoint: str, method: str) -> None:
+    exporter = header_target
+    body = (b"CallSid=c1&CallStatus=completed&MessageSid=m1&MessageStatus=sent"
+            if method == "POST" else None)
+    conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
+    try:
+        conn.putrequest(method, f"/callbacks/{endpoint}", skip_host=True,
+                        skip_accept_encoding=True)
+        headers.setdefault("Host", b"metrics.example.com")
+        headers.setdefault("Content-Type", b"application/x-www-form-urlencoded")
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        payload = response.read()
+        assert response.status == 200 or 400 <= response.status < 500, (
+            response.status, payload[:200])
+        if response.status != 200:
+            assert "error" in json.loads(payload), payload[:200]
+    finally:
+        conn.close()
+    assert exporter.proc.poll() is None, exporter.log()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import logging
 import signal
 import socket
@@ -87,8 +88,9 @@ async def test_public_base_url_is_the_url_checked(exporter_client: ClientFactory
 @pytest.mark.parametrize("trusted", [False, True])
 async def test_forwarded_headers_only_when_trusted(exporter_client: ClientFactory,
                                                    trusted: bool) -> None:
-    client = await exporter_client({"signature": {"signing_keys": [KEY],
-                                                  "trust_forwarded_headers": trusted}})
+    client = await exporter_client({"signature": {
+        "signing_keys": [KEY], "trust_forwarded_headers": trusted,
+        "allowed_hosts": ["metrics.example.com"] if trusted else []}})
     fields = callback()
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "metrics.example.com"}
     via_proxy = await client.post(
@@ -100,6 +102,106 @@ async def test_forwarded_headers_only_when_trusted(exporter_client: ClientFactor
         headers={**forwarded, **signed_headers(str(client.make_url("/callbacks/voice")),
                                                callback("c2"))})
     assert (via_proxy.status, direct.status) == ((200, 403) if trusted else (403, 200))
+
+
+# --- the host a signature is checked against (issue 14) -------------------------------------
+
+def trusting(hosts: list[str]) -> dict[str, Any]:
+    return {"signature": {"signing_keys": [KEY], "trust_forwarded_headers": True,
+                          "allowed_hosts": hosts}}
+
+
+async def test_a_client_cannot_choose_the_forwarded_host(exporter_client: ClientFactory) -> None:
+    """A signature the same project made for another URL (a webhook at evil.example, say)
+    replayed with X-Forwarded-Host naming that URL's host: refused."""
+    client = await exporter_client(trusting(["metrics.example.com"]))
+    fields = callback()
+    evil = await client.post("/callbacks/voice", data=urlencode(fields), headers={
+        **signed_headers("https://evil.example/callbacks/voice", fields),
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
+    assert evil.status == 403
+    assert "allowed_hosts" in (await evil.json())["error"]
+    assert callbacks(client, "unauthorized") == 1
+    assert sample(client, "signalwire_calls_total", status="completed",
+                  direction="inbound") == 0
+    good = await client.post("/callbacks/voice", data=urlencode(fields), headers={
+        **signed_headers(f"{PUBLIC}/callbacks/voice", fields),
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "metrics.example.com"})
+    assert good.status == 200
+
+
+async def test_the_host_header_is_checked_too(exporter_client: ClientFactory) -> None:
+    client = await exporter_client({"signature": {"signing_keys": [KEY],
+                                                  "allowed_hosts": ["metrics.example.com"]}})
+    fields = callback()
+    evil = await client.post("/callbacks/voice", data=urlencode(fields), headers={
+        **signed_headers("http://evil.example/callbacks/voice", fields), "Host": "evil.example"})
+    good = await client.post("/callbacks/voice", data=urlencode(fields), headers={
+        **signed_headers("http://metrics.example.com/callbacks/voice", fields),
+        "Host": "metrics.example.com"})
+    assert (evil.status, good.status) == (403, 200)
+
+
+@pytest.mark.parametrize(("allowed", "forwarded", "status"), [
+    (["metrics.example.com:8443"], "metrics.example.com:8443", 200),
+    (["metrics.example.com:8443"], "metrics.example.com", 403),
+    (["metrics.example.com"], "metrics.example.com:8443", 403),
+    (["metrics.example.com"], "metrics.example.com:443", 200),
+    (["metrics.example.com:443"], "metrics.example.com", 200),
+])
+async def test_a_public_url_on_another_port(exporter_client: ClientFactory, allowed: list[str],
+                                            forwarded: str, status: int) -> None:
+    """What nginx forwards with `X-Forwarded-Host $http_host`: the host with its port."""
+    client = await exporter_client(trusting(allowed))
+    fields = callback()
+    url = f"https://{forwarded}/callbacks/voice"
+    response = await client.post("/callbacks/voice", data=urlencode(fields), headers={
+        **signed_headers(url, fields), "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": forwarded})
+    assert response.status == status
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """One request as bytes on a fresh connection; the server's whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and b"}" in chunk:
+                break
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize("signing", [False, True])
+@pytest.mark.parametrize(("header", "value"), [
+    ("Host", b"\xe9vil.example"), ("Host", "\u00e9vil.example".encode()),
+    ("X-Forwarded-Host", b"\xff"), ("X-Forwarded-Proto", b"\xffhttps"),
+    ("X-SignalWire-Signature", b"\xff\xfe"), ("Content-Type", b"\xe9/x"),
+])
+def test_a_non_ascii_header_gets_a_counted_4xx(exporter_process: Any, signing: bool,
+                                               header: str, value: bytes) -> None:
+    config = ("signature:\n  signing_keys: [k]\n  trust_forwarded_headers: true\n"
+              "  allowed_hosts: [metrics.example.com]\n" if signing else "")
+    exporter = exporter_process(config)
+    body = b"CallSid=c1&CallStatus=completed"
+    headers = {"Host": b"metrics.example.com", "X-SignalWire-Signature": b"abc",
+               "Content-Type": b"application/x-www-form-urlencoded", header: value}
+    head = b"POST /callbacks/voice HTTP/1.1\r\n" + b"".join(
+        name.encode() + b": " + v + b"\r\n" for name, v in headers.items()) + (
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    answer = raw_request(exporter.port, head, body)
+    status = int(answer.split(b" ")[1])
+    assert status == 200 or 400 <= status < 500, answer
+    if status != 200:
+        assert b'{"error": ' in answer
+    assert http_status(f"{exporter.url}/healthz") == 200
+    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    outcome = {200: "accepted", 400: "invalid", 403: "unauthorized", 415: "unsupported"}[status]
+    assert (f'signalwire_exporter_callbacks_total{{endpoint="voice",outcome="{outcome}"}} 1.0'
+            in metrics)
+    assert "Traceback" not in exporter.log()
 
 
 # --- limits, with a raw socket where the client must misbehave --------------------------
@@ -151,6 +253,7 @@ async def test_unsupported_content_type(client: TestClient) -> None:
     response = await client.post("/callbacks/voice", data=b"CallSid=c1",
                                  headers={"Content-Type": "text/plain"})
     assert response.status == 415
+    assert "multipart/form-data" in (await response.json())["error"]
     assert callbacks(client, "unsupported") == 1
 
 
@@ -173,9 +276,66 @@ def test_slow_or_idle_connections_are_closed_and_headers_capped(exporter_process
         assert dripping.recv(1024) == b""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as big:
         big.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
-        assert big.recv(1024).split(b" ")[1] in (b"400", b"431")
+        answer = big.recv(1024)
+        assert answer.split(b" ")[1] in (b"400", b"431")
+        assert b"application/json" in answer
     assert http_status(f"{exporter.url}/healthz") == 200  # still serving
     assert exporter.stop() == 0
+
+
+# --- malformed HTTP: aiohttp refuses it before any route, as JSON and counted (issue 14) ----
+
+MALFORMED = [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", None),
+    (b"POST /callbacks/voice HTTP/1.1\r\nHost: x\r\nContent-Encoding: br\r\n"
+     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4\r\n\r\nabcd", 415),
+    (b"POST /callbacks/voice HTTP/1.1\r\nHost: x\r\nContent-Encoding: zstd\r\n"
+     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4\r\n\r\nabcd", 415),
+]
+
+
+def test_malformed_http_is_a_counted_json_refusal(exporter_process: Any) -> None:
+    exporter = exporter_process()
+    statuses = []
+    for raw, expected in MALFORMED:
+        answer = raw_request(exporter.port, raw)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1])
+        assert status == expected or (expected is None and status in (400, 431)), answer
+        assert b"application/json" in head, answer
+        assert "error" in json.loads(body)
+        assert b"Please install" not in body and b"Traceback" not in body
+        statuses.append(status)
+    with urllib.request.urlopen(f"{exporter.url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    for status in set(statuses):
+        assert (f'signalwire_exporter_http_errors_total{{status="{status}"}} '
+                f"{float(statuses.count(status))}") in metrics
+    assert "Traceback" not in exporter.log()
+    assert exporter.stop() == 0
+
+
+@pytest.mark.parametrize("chunk", [10, 1000, 65536])
+def test_a_chunked_gzip_body_inflating_past_the_limit_is_413(exporter_process: Any,
+                                                             chunk: int) -> None:
+    import gzip
+    import http.client
+
+    exporter = exporter_process("limits:\n  max_body_bytes: 4096\n")
+    body = gzip.compress(b"CallSid=c1&CallStatus=completed&X=" + b"\0" * 2_000_000)
+    conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
+    try:
+        conn.request("POST", "/callbacks/voice",
+                     body=iter([body[i:i + chunk] for i in range(0, len(body), chunk)]),
+                     headers={**FORM, "Content-Encoding": "gzip"}, encode_chunked=True)
+        response = conn.getresponse()
+        assert response.status == 413
+        assert "error" in json.loads(response.read())
+    finally:
+        conn.close()
 
 
 # --- labels stay bounded -------------------------------------------------------------------

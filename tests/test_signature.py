@@ -37,7 +37,8 @@ def form_pairs(vector: dict[str, Any]) -> list[tuple[str, str]] | None:
 def test_vectors_cover_the_brief() -> None:
     names = " ".join(IDS)
     for topic in ("repeated", "unicode", "%20", "empty values", "query string", ":443",
-                  "non-default port", "bodySHA256", "hex sha1", "hex sha256", "get:",
+                  "non-default port", "non-default port dropped", "another non-default port",
+                  "bodySHA256", "hex sha1", "hex sha256", "get:",
                   "another endpoint", "another project's key", "truncated",
                   "bare-URL signature", "/callbacks/calling", "/callbacks/10dlc",
                   "JSON message status callback"):
@@ -68,8 +69,9 @@ def test_verify_matches_vector(vector: dict[str, Any]) -> None:
 async def test_vector_through_a_real_server(exporter_client: ClientFactory,
                                             vector: dict[str, Any]) -> None:
     """The whole request path, the public URL told by trusted forwarded headers."""
-    client = await exporter_client({"signature": {"signing_keys": [KEY],
-                                                  "trust_forwarded_headers": True}})
+    client = await exporter_client({"signature": {
+        "signing_keys": [KEY], "trust_forwarded_headers": True,
+        "allowed_hosts": ["metrics.example.com", "metrics.example.com:8443"]}})
     parts = urlsplit(vector["url"])
     headers = {vector["header"]: vector["signature"], "X-Forwarded-Proto": parts.scheme,
                "X-Forwarded-Host": parts.netloc}
@@ -103,13 +105,31 @@ def test_any_configured_key_is_accepted_during_rotation() -> None:
     ("https://h/p", ["https://h/p", "https://h:443/p"]),
     ("https://h:443/p?q=1", ["https://h:443/p?q=1", "https://h/p?q=1"]),
     ("http://h:80", ["http://h:80", "http://h"]),
-    ("https://h:8443/p", ["https://h:8443/p"]),
+    ("https://h:8443/p", ["https://h:8443/p", "https://h/p"]),  # as twilio and signalwire 2.x
+    ("http://u@h:8080/p?q", ["http://u@h:8080/p?q", "http://u@h/p?q"]),
     ("https://[::1]/p", ["https://[::1]/p", "https://[::1]:443/p"]),
     ("https://[::1]:443/p", ["https://[::1]:443/p", "https://[::1]/p"]),
     ("ftp://h/p", ["ftp://h/p"]),
 ])
 def test_url_variants(url: str, variants: list[str]) -> None:
     assert signature.url_variants(url) == variants
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("https://metrics.example.com/p", True),
+    ("https://METRICS.example.com:443/p", True),
+    ("http://metrics.example.com:80", True),
+    ("https://metrics.example.com:8443/p", True),
+    ("https://metrics.example.com:9443/p", False),
+    ("https://evil.example/p", False),
+    ("https://metrics.example.com.evil.example/p", False),
+    ("https://u@evil.example/p", False),
+    ("ftp://metrics.example.com/p", False),
+    ("\udcff://metrics.example.com/p", False),
+])
+def test_host_allowed(url: str, allowed: bool) -> None:
+    assert signature.host_allowed(url, ("metrics.example.com", "metrics.example.com:8443")) \
+        is allowed
 
 
 def test_request_url_prefers_public_base_then_trusted_forwarded_headers() -> None:

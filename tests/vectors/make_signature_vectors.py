@@ -70,7 +70,8 @@ HEX1_ONLY = {"twilio9": "not implemented", "twilio6": "not implemented"}
 HEX256_ONLY = {**HEX1_ONLY, "signalwire2": "not implemented"}
 
 BARE_URL = "bare-URL signature over a form body: signs none of the body (reference 3.4)"
-DEFAULT_PORT_ONLY = "twilio strips any port, default or not; only :80/:443 are equivalent"
+SDK_DEFAULT_PORT_ONLY = ("signalwire-sdk tries only the default port; twilio and signalwire 2.x "
+                         "also accept the URL with any port removed, and so do we")
 HEX_PORTS = ("signalwire 2.x tries port variants for the hex scheme too; "
              "a default port changes nothing about the target, so we accept it")
 TWILIO_REPEATS = "twilio 9 sorts and de-duplicates repeated values"
@@ -139,9 +140,20 @@ def cases() -> list[dict[str, Any]]:
              url="https://metrics.example.com:8443/callbacks/voice"),
         case("port: non-default port dropped from the signed URL", body=CALL,
              url="https://metrics.example.com:8443/callbacks/voice", sign_url=VOICE,
-             expected=False, differs={"twilio9": DEFAULT_PORT_ONLY,
-                                      "twilio6": DEFAULT_PORT_ONLY,
-                                      "signalwire2": DEFAULT_PORT_ONLY}),
+             differs={"signalwire_sdk": SDK_DEFAULT_PORT_ONLY}),
+        case("port: non-default port dropped, GET mode", method="GET",
+             url="https://metrics.example.com:8443/callbacks/voice?CallSid=3f2a8c1e"
+                 "&CallStatus=ringing",
+             sign_url=VOICE + "?CallSid=3f2a8c1e&CallStatus=ringing",
+             differs={"signalwire_sdk": SDK_DEFAULT_PORT_ONLY}),
+        case("port: received on a non-default port, signed with the default one", body=CALL,
+             url="https://metrics.example.com:8443/callbacks/voice",
+             sign_url="https://metrics.example.com:443/callbacks/voice", expected=False),
+        case("port: received without a port, signed with a non-default one", body=CALL,
+             sign_url="https://metrics.example.com:8443/callbacks/voice", expected=False),
+        case("port: another non-default port", body=CALL,
+             url="https://metrics.example.com:8443/callbacks/voice",
+             sign_url="https://metrics.example.com:9443/callbacks/voice", expected=False),
         case("port: http and https are not interchangeable", body=CALL,
              sign_url="http://metrics.example.com/callbacks/voice", expected=False),
         # --- GET mode (reference 3.1.6)
