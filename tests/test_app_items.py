@@ -184,7 +184,6 @@ async def test_json_message_with_a_new_status_is_counted_as_unknown(client: Test
 @pytest.mark.parametrize(("body", "named"), [
     ({"id": "m1", "project_id": PROJECT, "body": "hi"}, "status"),
     ({"id": " ", "status": "sent"}, "id"),
-    ({"id": "m1", "status": "sent", "number_of_segments": "two"}, "number_of_segments"),
 ])
 async def test_json_message_without_id_or_status_is_refused(client: TestClient,
                                                             body: dict[str, Any],
@@ -192,6 +191,16 @@ async def test_json_message_without_id_or_status_is_refused(client: TestClient,
     response = await client.post("/callbacks/messaging", json=body)
     assert response.status == 400
     assert named in (await response.json())["error"]
+
+
+async def test_json_message_with_a_bad_segment_count_is_counted_without_it(
+        client: TestClient) -> None:
+    response = await client.post("/callbacks/messaging", json={
+        "id": "m1", "status": "delivered", "number_of_segments": "two"})
+    assert response.status == 200
+    assert sample(client, "signalwire_messages_total", status="delivered") == 1
+    assert sample(client, "signalwire_exporter_invalid_fields_total", endpoint="messaging",
+                  field="number_of_segments") == 1
 
 
 async def test_json_message_content_never_in_logs_metrics_or_report(
