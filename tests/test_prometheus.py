@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,24 @@ def test_prometheus_scrapes_call_counts(tmp_path: Path, exporter_process: Any,
         'sum by (status) (signalwire_calls_total{job="signalwire-exporter"}) > 0',
         lambda r: bool(r) and r[0]["value"][1] == "3")
     assert result[0]["metric"] == {"status": "failed"}
+
+
+def test_the_last_callbacks_before_sigterm_reach_prometheus(
+        tmp_path: Path, exporter_process: Any, services: list[Service]) -> None:
+    # Memory backend: the counts exist only in the process, so after SIGTERM it serves
+    # /metrics until Prometheus has scraped them, then exits 0 (bound far above this test).
+    exporter = exporter_process("shutdown:\n  final_scrape_timeout_seconds: 600\n")
+    prometheus = Prometheus(tmp_path, [exporter.url.removeprefix("http://")])
+    services.append(prometheus)
+    prometheus.wait_scraped()
+    for i in range(20):
+        assert post_form(f"{exporter.url}/callbacks/voice",
+                         f"CallSid=last-{i}&CallStatus=completed&Direction=inbound"
+                         "&SequenceNumber=1") == 200
+    exporter.proc.send_signal(signal.SIGTERM)
+    assert exporter.proc.wait(120) == 0
+    assert "no scrape came" not in exporter.log()
+    prometheus.wait_for(
+        'max_over_time(signalwire_calls_total{job="signalwire-exporter",'
+        'status="completed",direction="inbound"}[10m])',
+        lambda r: bool(r) and r[0]["value"][1] == "20")
