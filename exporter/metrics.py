@@ -17,9 +17,14 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -114,6 +119,18 @@ class PlainCounter:
         return family
 
 
+class PlainGauge(PlainCounter):
+    """A labelled gauge: a PlainCounter whose values may go down, rendered as a gauge."""
+
+    __slots__ = ()
+
+    def family(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in self.values.items():
+            family.add_metric(labels, value)
+        return family
+
+
 class PlainHistogram:
     """A histogram per label set: one count per bucket, then the sum, in one list."""
 
@@ -142,10 +159,13 @@ class PlainHistogram:
         return family
 
 
+Plain = PlainCounter | PlainHistogram
+
+
 class PlainSeries(Collector):
     """The collector that renders plain series; register it once they all exist."""
 
-    def __init__(self, series: Iterable[PlainCounter | PlainHistogram]) -> None:
+    def __init__(self, series: Iterable[Plain]) -> None:
         self.series = tuple(series)
 
     def collect(self) -> Iterator[Metric]:
@@ -183,9 +203,9 @@ class ExporterMetrics:
             "signalwire_calls_total",
             "Calls that reached a final status, counted once per call.",
             ("status", "direction"), itertools.product(sorted(FINAL_CALL_STATUSES), DIRECTIONS))
-        self.in_progress = Gauge(
+        self.in_progress = PlainGauge(
             "signalwire_calls_in_progress", "Calls answered and not yet final.",
-            ["direction"], registry=registry)
+            ("direction",), by_direction)
         self.duration = histogram(
             "signalwire_call_duration_seconds", "CallDuration of completed calls.",
             buckets.call_duration_seconds)
@@ -222,11 +242,11 @@ class ExporterMetrics:
             "signalwire_call_sip_responses_total",
             "SIP final response to the INVITE, once per call; uncommon codes as code=\"other\".",
             ("direction", "code", "class"))
-        self.expired = counter(
+        self.expired = PlainCounter(
             "signalwire_calls_expired_total",
             "Calls dropped from tracking without a final status "
             "(reason: ttl = too old, capacity = store full).",
-            ("direction", "reason"))
+            ("direction", "reason"), itertools.product(DIRECTIONS, ("ttl", "capacity")))
         self.end_reasons = PlainCounter(
             "signalwire_call_end_reasons_total",
             "Why calls of SignalWire's JSON call-state events ended (end_reason, "
@@ -248,11 +268,13 @@ class ExporterMetrics:
             "signalwire_exporter_callbacks_total",
             "Requests to callback endpoints by outcome.", ("endpoint", "outcome"),
             itertools.product(ENDPOINTS, OUTCOMES))
-        registry.register(PlainSeries((
-            self.status_events, self.calls, self.duration, self.mos, self.jitter_max,
-            self.jitter_min, self.packet_loss, self.audio_packets, self.post_dial_delay,
-            self.time_to_answer, self.sip_responses, self.end_reasons, self.calling_events,
-            self.ten_dlc_events, self.callbacks)))
+        # The cluster-wide call series: what a shared state backend keeps for the group.
+        self.shared: tuple[Plain, ...] = (
+            self.status_events, self.calls, self.in_progress, self.duration, self.mos,
+            self.jitter_max, self.jitter_min, self.packet_loss, self.audio_packets,
+            self.post_dial_delay, self.time_to_answer, self.sip_responses, self.expired,
+            self.end_reasons, self.calling_events, self.ten_dlc_events)
+        registry.register(PlainSeries((*self.shared, self.callbacks)))
         # The cluster-wide counters that no tracker decides: Store.count_once adds to them
         # by family name.
         self.once_counters: dict[str, PlainCounter] = {
@@ -299,10 +321,6 @@ class ExporterMetrics:
         info.labels(__version__).set(1)
 
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
-        self._in_progress = {d: self.in_progress.labels(d) for d in DIRECTIONS}
-        for direction in DIRECTIONS:
-            for reason in ("ttl", "capacity"):
-                self.expired.labels(direction, reason)
         for endpoint in ENDPOINTS:
             self.late_events.labels(endpoint)
         for endpoint in CALL_ENDPOINTS:
@@ -350,10 +368,10 @@ class ExporterMetrics:
             if event.end_reason is not None:
                 self.end_reasons.inc((event.end_reason, direction))
         if decision.in_progress_delta:
-            self._in_progress[direction].inc(decision.in_progress_delta)
+            self.in_progress.inc(by_direction, decision.in_progress_delta)
         if decision.moved_from is not None:
-            self._in_progress[decision.moved_from].dec()
-            self._in_progress[direction].inc()
+            self.in_progress.inc((decision.moved_from,), -1)
+            self.in_progress.inc(by_direction)
         if decision.observe_duration and event.call_duration is not None:
             self.duration.observe(by_direction, event.call_duration)
         if decision.observe_quality:
@@ -387,9 +405,9 @@ class ExporterMetrics:
     def record_departed(self, departed: Iterable[Departed]) -> None:
         for call in departed:
             if call.was_in_progress:
-                self._in_progress[call.direction].dec()
+                self.in_progress.inc((call.direction,), -1)
             if call.unfinished:
-                self._child(self.expired, call.direction, call.reason).inc()
+                self.expired.inc((call.direction, call.reason))
 
 
 ItemEvent = MessageEvent | RecordingEvent | TranscriptionEvent
@@ -419,26 +437,31 @@ class StatusMetrics:
     """Metrics of messages, recordings and transcriptions, on the exporter's registry.
 
     ``tracked`` maps each kind (message, recording, transcription) to its tracker's size.
+    Plain series like the call ones: a shared state backend keeps them for the group.
     """
 
     def __init__(self, registry: CollectorRegistry, buckets: BucketsConfig,
                  tracked: dict[str, Callable[[], int]]) -> None:
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(name, doc, list(labels), registry=registry)
+        def counter(name: str, doc: str, labels: Labels = (),
+                    values: Iterable[str] | None = None) -> PlainCounter:
+            series: Iterable[Labels] = [()] if values is None else [(v,) for v in values]
+            return PlainCounter(name, doc, labels, series)
 
-        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, buckets=bounds, registry=registry)
+        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> PlainHistogram:
+            return PlainHistogram(name, doc, (), bounds, [()])
 
         self.message_events = counter(
             "signalwire_message_status_events_total",
-            "SMS/MMS status changes received; each (MessageSid, status) once.", ("status",))
+            "SMS/MMS status changes received; each (MessageSid, status) once.", ("status",),
+            MESSAGE_STATUSES)
         self.messages = counter(
             "signalwire_messages_total",
-            "Messages that reached a final status, counted once per message.", ("status",))
+            "Messages that reached a final status, counted once per message.", ("status",),
+            sorted(FINAL_MESSAGE_STATUSES))
         self.message_errors = counter(
             "signalwire_message_errors_total",
             "Messages that reported an ErrorCode, once per message; uncommon codes as "
-            "code=\"other\".", ("code",))
+            "code=\"other\".", ("code",), (*sorted(MESSAGE_ERROR_CODES), "other"))
         self.message_segments = counter(
             "signalwire_message_segments_total",
             "Segments (NumSegments) of messages, counted once per message.")
@@ -449,65 +472,64 @@ class StatusMetrics:
             buckets.message_delivery_seconds)
         self.recordings = counter(
             "signalwire_recordings_total",
-            "Recording status changes; each (RecordingSid, status) once.", ("status",))
+            "Recording status changes; each (RecordingSid, status) once.", ("status",),
+            RECORDING_STATUSES)
         self.recording_duration = histogram(
             "signalwire_recording_duration_seconds",
             "RecordingDuration of completed recordings, once per recording.",
             buckets.recording_duration_seconds)
         self.transcriptions = counter(
             "signalwire_transcriptions_total",
-            "Transcription status changes; each (TranscriptionSid, status) once.", ("status",))
+            "Transcription status changes; each (TranscriptionSid, status) once.", ("status",),
+            TRANSCRIPTION_STATUSES)
         self.transcription_text = histogram(
             "signalwire_transcription_text_characters",
             "Length of the text of completed transcriptions, in characters.",
             buckets.transcription_text_characters)
-        self.expired = counter(
+        self.expired = PlainCounter(
             "signalwire_exporter_items_expired_total",
             "Messages, recordings and transcriptions dropped from tracking without a final "
-            "status (reason: ttl = too old, capacity = store full).", ("kind", "reason"))
+            "status (reason: ttl = too old, capacity = store full).", ("kind", "reason"),
+            itertools.product(tracked, ("ttl", "capacity")))
+        self.shared: tuple[Plain, ...] = (
+            self.message_events, self.messages, self.message_errors, self.message_segments,
+            self.message_delivery, self.recordings, self.recording_duration,
+            self.transcriptions, self.transcription_text, self.expired)
+        registry.register(PlainSeries(self.shared))
         tracked_items = Gauge(
             "signalwire_exporter_tracked_items",
             "Messages, recordings and transcriptions held for de-duplication, by kind.",
             ["kind"], registry=registry)
         for kind, size in tracked.items():
             tracked_items.labels(kind).set_function(_as_float(size))
-            for reason in ("ttl", "capacity"):
-                self.expired.labels(kind, reason)
-
-        def children(metric: Counter, values: Iterable[str]) -> dict[str, Counter]:
-            return {value: metric.labels(value) for value in values}
-
-        self._message_events = children(self.message_events, MESSAGE_STATUSES)
-        self._messages = children(self.messages, sorted(FINAL_MESSAGE_STATUSES))
-        self._errors = children(self.message_errors, (*sorted(MESSAGE_ERROR_CODES), "other"))
-        self._recordings = children(self.recordings, RECORDING_STATUSES)
-        self._transcriptions = children(self.transcriptions, TRANSCRIPTION_STATUSES)
 
     def record(self, event: ItemEvent, decision: StatusDecision) -> None:
         """Record one non-duplicate event."""
         once = decision.granted
         if isinstance(event, MessageEvent):
-            self._message_events[event.status].inc()
+            self.message_events.inc((event.status,))
             if decision.final_status is not None:
-                self._messages[decision.final_status].inc()
+                self.messages.inc((decision.final_status,))
             if once & ONCE_ERROR_CODE and event.error_code:
-                self._errors[message_error_label(event.error_code)].inc()
+                self.message_errors.inc((message_error_label(event.error_code),))
             if once & ONCE_SEGMENTS and event.num_segments:
-                self.message_segments.inc(event.num_segments)
+                self.message_segments.inc((), event.num_segments)
             if decision.elapsed is not None:
-                self.message_delivery.observe(decision.elapsed)
+                self.message_delivery.observe((), decision.elapsed)
         elif isinstance(event, RecordingEvent):
-            self._recordings[event.status].inc()
+            self.recordings.inc((event.status,))
             if once & ONCE_DURATION and event.duration is not None:
-                self.recording_duration.observe(event.duration)
+                self.recording_duration.observe((), event.duration)
         else:
-            self._transcriptions[event.status].inc()
+            self.transcriptions.inc((event.status,))
             if once & ONCE_TEXT and event.text_length is not None:
-                self.transcription_text.observe(event.text_length)
+                self.transcription_text.observe((), event.text_length)
 
     def record_departed(self, kind: str, reasons: Iterable[str]) -> None:
         for reason in reasons:
-            self.expired.labels(kind, reason).inc()
+            self.expired.inc((kind, reason))
+
+
 # --- SMS relay and failed-call report ------------------------------------------------------
 
 API_OUTCOMES: tuple[str, ...] = (
