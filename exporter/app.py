@@ -329,7 +329,10 @@ async def failed_calls_report(request: web.Request) -> web.Response:
         exporter.report_metrics.request(exc.outcome)
         return error_response(exc)
     exporter.report_metrics.request("ok")
-    rows = exporter.failed_calls.rows(asyncio.get_running_loop().time(), mask=query.mask)
+    store = exporter.store
+    rows = await store.failed_call_rows(store.clock())
+    if query.mask:
+        rows = reports.masked(rows)
     if query.format == "json":
         return web.json_response(reports.to_json(rows, config, query.mask))
     return web.Response(text=reports.to_csv(rows), content_type="text/csv", headers={
@@ -425,7 +428,13 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     item_metrics = StatusMetrics(registry, config.buckets, {
         lifecycle.kind: functools.partial(lambda e: store.tracked_items(e), endpoint)
         for endpoint, lifecycle in callbacks.LIFECYCLES.items()})
-    store = MemoryStore(config, callbacks.LIFECYCLES, metrics, item_metrics, failed_calls)
+    store: Store
+    if config.state.backend == "redis":
+        from .redis_store import RedisStore  # the redis package loads only when used
+
+        store = RedisStore(config, callbacks.LIFECYCLES, metrics, item_metrics, registry)
+    else:
+        store = MemoryStore(config, callbacks.LIFECYCLES, metrics, item_metrics, failed_calls)
     callback_counts = metrics.callbacks.values
     stopping = Stopping(lambda: sum(
         count for (_, outcome), count in callback_counts.items() if outcome != "stopping"))
@@ -434,7 +443,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
         event_level=level_number(config.logging.event_level),
         item_metrics=item_metrics,
         failed_calls=failed_calls,
-        report_metrics=ReportMetrics(registry, failed_calls.__len__),
+        report_metrics=ReportMetrics(registry, lambda: store.failed_calls_held()),
         relay_metrics=relay_metrics, relay=relay, stopping=stopping)
     api_metrics = ApiMetrics(registry)
     if config.reconcile.enabled:

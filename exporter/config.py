@@ -65,6 +65,26 @@ class TrackingConfig:
     item_ttl_seconds: float = 6 * 3600.0
 
 
+STATE_BACKENDS = ("memory", "redis")
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where per-call state and the call metrics live: this process, or a shared Redis."""
+
+    backend: str = "memory"
+    redis_url: str | None = None
+    key_prefix: str = "signalwire-exporter:"
+    spool_max_callbacks: int = 100_000
+    timeout_seconds: float = 2.0
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return (f"StateConfig(backend={self.backend!r}, redis_url="
+                f"{'<hidden>' if self.redis_url else None}, key_prefix={self.key_prefix!r}, "
+                f"spool_max_callbacks={self.spool_max_callbacks}, "
+                f"timeout_seconds={self.timeout_seconds})")
+
+
 @dataclass(frozen=True, slots=True)
 class BucketsConfig:
     call_duration_seconds: tuple[float, ...] = (
@@ -312,6 +332,7 @@ class Config:
     signature: SignatureConfig = field(default_factory=SignatureConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     buckets: BucketsConfig = field(default_factory=BucketsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -528,6 +549,14 @@ def _phone_list(value: Any) -> tuple[str, ...]:
     return _string_list(value)
 
 
+def _redis_url(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")  # never echo it
+    return value
+
+
 def _listen(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string HOST:PORT")
@@ -560,6 +589,11 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "tracking.sweep_interval_seconds": _positive_float,
     "tracking.max_items": _positive_int,
     "tracking.item_ttl_seconds": _positive_float,
+    "state.backend": _choice(STATE_BACKENDS),
+    "state.redis_url": _redis_url,
+    "state.key_prefix": _text,
+    "state.spool_max_callbacks": _positive_int,
+    "state.timeout_seconds": _positive_float,
     "logging.level": _choice(LOG_LEVELS),
     "logging.format": _choice(LOG_FORMATS),
     "logging.event_level": _choice(LOG_LEVELS),
@@ -731,6 +765,10 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     config = _sms_fallback(config)
     errors.extend(_sms_errors(config.sms, bad_keys))
     errors.extend(_api_errors(config))
+    if config.state.backend == "redis" and not config.state.redis_url \
+            and "state.redis_url" not in bad_keys:
+        errors.append("state.redis_url: required when state.backend is redis "
+                      "(e.g. redis://redis:6379/0)")
     if errors:
         raise ConfigError(errors)
     return config

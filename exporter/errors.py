@@ -19,6 +19,7 @@ Outcome = Literal[
     "timeout",
     "method_not_allowed",
     "stopping",  # 503 after SIGTERM: a load balancer sends it to another replica
+    "unavailable",  # the state store is down and the spool full (503: the provider retries)
 ]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)

@@ -410,6 +410,54 @@ class ExporterMetrics:
                 self.expired.inc((call.direction, call.reason))
 
 
+# --- the same records as operations, for a store that applies them elsewhere -----------------
+# A shared store (redis_store) decides an event where the state lives and applies there
+# the increments the decision grants. These list every increment an event could make,
+# each behind the condition the store evaluates: e = not a duplicate, f = the final
+# status was decided, d/q/s = duration/quality/SIP observed, g<bit> = a one-shot grant.
+# In a field, @D stands for the call's direction, @S for the status recorded and @F for
+# the final status, which only the store knows. What record_call and StatusMetrics.record
+# do in this process, these must do there: tests/test_redis_store.py holds them equal.
+
+Ops = list[str | float]
+
+
+def _observe_ops(ops: Ops, cond: str, histogram: PlainHistogram, prefix: str,
+                 value: float) -> None:
+    ops += (cond, histogram.name, f"{prefix}{bisect_left(histogram.bounds, value)}", 1,
+            cond, histogram.name, f"{prefix}s", value)
+
+
+def call_ops(metrics: ExporterMetrics, event: CallEvent) -> Ops:
+    """The operations ``record_call`` would perform for ``event``, whatever the decision."""
+    ops: Ops = ["e", metrics.status_events.name, "@S|@D", 1,
+                "f", metrics.calls.name, "@F|@D", 1]
+    if event.end_reason is not None:
+        ops += ("f", metrics.end_reasons.name, f"{event.end_reason}|@D", 1)
+    if event.call_duration is not None:
+        _observe_ops(ops, "d", metrics.duration, "@D|", event.call_duration)
+    if event.audio_in_mos:
+        _observe_ops(ops, "q", metrics.mos, "@D|", event.audio_in_mos)
+        if event.audio_in_jitter_max_variance is not None:
+            _observe_ops(ops, "q", metrics.jitter_max, "@D|",
+                         event.audio_in_jitter_max_variance * _JITTER_UNIT)
+        if event.audio_in_jitter_min_variance is not None:
+            _observe_ops(ops, "q", metrics.jitter_min, "@D|",
+                         event.audio_in_jitter_min_variance * _JITTER_UNIT)
+        loss = event.packet_loss_ratio
+        if loss is not None:
+            _observe_ops(ops, "q", metrics.packet_loss, "@D|", loss)
+        for result, count in (("received", event.audio_in_media_packet_count),
+                              ("lost", event.audio_in_skip_packet_count),
+                              ("discarded", event.audio_in_flush_packet_count)):
+            if count:
+                ops += ("q", metrics.audio_packets.name, f"@D|{result}", count)
+    if event.sip_result_code is not None:
+        code, klass = sip_labels(event.sip_result_code)
+        ops += ("s", metrics.sip_responses.name, f"@D|{code}|{klass}", 1)
+    return ops
+
+
 ItemEvent = MessageEvent | RecordingEvent | TranscriptionEvent
 
 # One-shot observations a StatusTracker grants once per item (StatusDecision.granted).
@@ -528,6 +576,29 @@ class StatusMetrics:
     def record_departed(self, kind: str, reasons: Iterable[str]) -> None:
         for reason in reasons:
             self.expired.inc((kind, reason))
+
+
+def item_ops(metrics: StatusMetrics, event: ItemEvent) -> Ops:
+    """The operations ``StatusMetrics.record`` would perform for ``event`` (see call_ops);
+    the delivery time is observed by the store itself, which alone knows it."""
+    if isinstance(event, MessageEvent):
+        ops: Ops = ["e", metrics.message_events.name, event.status, 1,
+                    "f", metrics.messages.name, "@F", 1]
+        if event.error_code:
+            ops += ("g1", metrics.message_errors.name, message_error_label(event.error_code), 1)
+        if event.num_segments:
+            ops += ("g2", metrics.message_segments.name, "", event.num_segments)
+    elif isinstance(event, RecordingEvent):
+        ops = ["e", metrics.recordings.name, event.status, 1]
+        if event.duration is not None:
+            _observe_ops(ops, f"g{ONCE_DURATION}", metrics.recording_duration, "",
+                         event.duration)
+    else:
+        ops = ["e", metrics.transcriptions.name, event.status, 1]
+        if event.text_length is not None:
+            _observe_ops(ops, f"g{ONCE_TEXT}", metrics.transcription_text, "",
+                         event.text_length)
+    return ops
 
 
 # --- SMS relay and failed-call report ------------------------------------------------------

@@ -55,6 +55,14 @@ def mask_number(number: str) -> str:
     return f"{number[:5]}***{number[-4:]}"
 
 
+def masked(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows with their phone numbers masked, in place."""
+    for row in rows:
+        for key in NUMBER_FIELDS:
+            row[key] = mask_number(row[key])
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class FailedCall:
     """One row of the report; ``received`` (monotonic) decides when it ages out."""
@@ -103,11 +111,7 @@ class FailedCallReport:
         """Current rows, oldest first, with numbers masked when ``mask``."""
         self._expire(now)
         rows = [dict(call.row) for call in self._calls]
-        if mask:
-            for row in rows:
-                for key in NUMBER_FIELDS:
-                    row[key] = mask_number(row[key])
-        return rows
+        return masked(rows) if mask else rows
 
     def _expire(self, now: float) -> None:
         deadline = now - self.config.max_age_seconds

@@ -106,6 +106,15 @@ class Store(Protocol):
 
     async def before_scrape(self) -> None: ...
 
+    async def failed_call_rows(self, now: float) -> list[dict[str, str]]:
+        """The failed-call report's rows (unmasked), oldest first."""
+
+    def failed_calls_held(self) -> int: ...
+
+    def tracked_calls(self) -> int: ...
+
+    def tracked_items(self, endpoint: str) -> int: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -208,6 +217,12 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def failed_call_rows(self, now: float) -> list[dict[str, str]]:
+        return self.failed_calls.rows(now, mask=False)
+
+    def failed_calls_held(self) -> int:
+        return len(self.failed_calls)
 
     def tracked_calls(self) -> int:
         return len(self.calls)

@@ -1,0 +1,654 @@
+"""Track and record in Redis: the state and the metrics a group of replicas shares.
+
+``RedisStore`` keeps the ``Store`` contract (``store``) with everything in one Redis
+(or Valkey) under ``state.key_prefix``:
+
+- ``c:<CallSid>``: a hash per tracked call (direction, final status, flags, last
+  sequence, event times, the (sequence, status) pairs seen); ``calls``: a sorted set of
+  tracked calls in arrival order, for the cap and the TTL. ``i:<kind>:<sid>`` and
+  ``items:<kind>`` the same for messages, recordings and transcriptions.
+- ``m:<metric name>``: a hash per cluster-wide metric family, one field per series
+  (label values joined by ``|``; for histograms a bucket index or ``s`` for the sum
+  follows), read back at each scrape into the same plain series the memory backend
+  renders.
+
+Each callback is one script call (one round trip): the script decides the event by
+the rules of ``calls`` / ``statuses`` and applies the metric increments the decision
+grants, atomically, so replicas never race and a replica that dies loses nothing it
+answered. The increments come from ``metrics`` as operations with a condition; the
+script only evaluates the conditions, so what a decision records is written once, in
+Python.
+
+While Redis cannot be reached, callbacks are answered from a bounded in-order spool
+and applied once it is back: applying an event twice is harmless (the second time it
+is a duplicate), so a command that timed out after Redis ran it costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .calls import Decision
+from .errors import Rejected
+from .metrics import Plain, PlainHistogram, call_ops, item_ops
+from .payloads import FINAL_CALL_STATUSES, CallEvent
+from .reports import REPORTED_STATUSES, failed_call_row
+from .statuses import Lifecycle, StatusDecision
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from .config import Config
+    from .metrics import ExporterMetrics, ItemEvent, StatusMetrics
+
+log = logging.getLogger(__name__)
+
+_FINALS = ", ".join(f"['{status}'] = true" for status in sorted(FINAL_CALL_STATUSES))
+
+# Shared by the scripts: apply the operations whose condition holds.
+_APPLY_OPS = """
+local function apply_ops(P, first, cond, subst)
+  local i = first
+  while i + 3 <= #ARGV do
+    if cond[ARGV[i]] then
+      local field = string.gsub(ARGV[i + 2], '@(%u)', subst)
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. ARGV[i + 1], field, ARGV[i + 3])
+    end
+    i = i + 4
+  end
+end
+
+local function observe(P, family, prefix, value, bounds)
+  local index = #bounds
+  for j, bound in ipairs(bounds) do
+    if value <= bound then index = j - 1 break end
+  end
+  redis.call('HINCRBYFLOAT', P .. 'm:' .. family, prefix .. index, 1)
+  redis.call('HINCRBYFLOAT', P .. 'm:' .. family, prefix .. 's', value)
+end
+
+local function read_bounds(at)
+  local n = tonumber(ARGV[at])
+  local bounds = {}
+  for j = 1, n do bounds[j] = tonumber(ARGV[at + j]) end
+  return bounds, at + n + 1
+end
+"""
+
+# ARGV: prefix, sid, status, sequence ('' = none), direction, now, max_calls, stamp
+# ('' = none), has duration, has MOS, has SIP code ('1' or ''), unanswered status ('' =
+# none), in-progress family, expired family, report row JSON ('' = none), report size,
+# post-dial delay family + bounds, time-to-answer family + bounds, then the operations.
+_CALL_SCRIPT = _APPLY_OPS + """
+local P, sid, status, seq, evdir = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, max_calls, stamp = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local has_duration, has_mos, has_sip = ARGV[9] == '1', ARGV[10] == '1', ARGV[11] == '1'
+local unanswered, gauge, expired = ARGV[12], ARGV[13], ARGV[14]
+local row, report_size = ARGV[15], tonumber(ARGV[16])
+local pdd_family, tta_family = ARGV[17], nil
+local pdd_bounds, tta_bounds, at
+pdd_bounds, at = read_bounds(18)
+tta_family = ARGV[at]
+tta_bounds, at = read_bounds(at + 1)
+local FINAL = {@FINALS@}
+local IN_PROGRESS, QUALITY, PDD, ANSWER, SIP, ANSWERED = 1, 2, 4, 8, 16, 32
+local key, zkey = P .. 'c:' .. sid, P .. 'calls'
+
+local function has(flags, b) return bit.band(flags, b) ~= 0 end
+
+local function depart(member, reason)
+  local k = P .. 'c:' .. member
+  local st = redis.call('HMGET', k, 'dir', 'fin', 'fl')
+  if st[1] then
+    if has(tonumber(st[3]) or 0, IN_PROGRESS) then
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, st[1], -1)
+    end
+    if not st[2] then
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, st[1] .. '|' .. reason, 1)
+    end
+  end
+  redis.call('DEL', k)
+  redis.call('ZREM', zkey, member)
+end
+
+local st = redis.call('HMGET', key, 'dir', 'fin', 'fl', 'ls', 'ti', 'tr', 'ta')
+local new = not st[1]
+local dir, fin, fl, ls = st[1], st[2] or nil, tonumber(st[3]) or 0, tonumber(st[4]) or -1
+local ti, tr, ta = tonumber(st[5]), tonumber(st[6]), tonumber(st[7])
+if new then
+  while redis.call('ZCARD', zkey) >= max_calls do
+    depart(redis.call('ZRANGE', zkey, 0, 0)[1], 'capacity')
+  end
+  dir = evdir
+  fin = nil
+end
+if unanswered ~= '' and FINAL[status] and not has(fl, ANSWERED) then status = unanswered end
+
+local seen = 's' .. (seq == '' and 'n' or seq) .. '|' .. status
+local dup = false
+if FINAL[status] then
+  dup = redis.call('HEXISTS', key, (seq == '' and 'a|' or 'sn|') .. status) == 1
+end
+if dup or redis.call('HEXISTS', key, seen) == 1 then
+  return {1, dir, status}
+end
+
+local moved = ''
+if dir == 'unknown' and evdir ~= 'unknown' then
+  dir = evdir
+  if has(fl, IN_PROGRESS) then moved = 'unknown' end
+end
+local late = fin ~= nil or (seq ~= '' and tonumber(seq) <= ls)
+if not late and seq ~= '' then ls = math.min(tonumber(seq), 4294967294) end
+
+local final_status, delta = '', 0
+local cond = {e = true}
+if FINAL[status] then
+  if not fin then
+    fin, final_status = status, status
+    cond.f = true
+    cond.d = status == 'completed' and has_duration
+    if has(fl, IN_PROGRESS) then fl = fl - IN_PROGRESS; delta = -1 end
+  end
+  if not has(fl, QUALITY) and has_mos then fl = fl + QUALITY; cond.q = true end
+elseif status == 'in-progress' then
+  if not has(fl, ANSWERED) then fl = fl + ANSWERED end
+  if not late and not has(fl, IN_PROGRESS) then fl = fl + IN_PROGRESS; delta = 1 end
+end
+if has_sip and not has(fl, SIP) then fl = fl + SIP; cond.s = true end
+
+local pdd, tta = '', ''
+if stamp ~= '' then
+  local t = tonumber(stamp)
+  if t >= 0 and t < 17179869183 then
+    local changed = true
+    if status == 'initiated' and not ti then ti = t
+    elseif status == 'ringing' and not tr then tr = t
+    elseif status == 'in-progress' and not ta then ta = t
+    else changed = false end
+    if changed then
+      if not has(fl, PDD) and ti and tr and tr >= ti then
+        fl = fl + PDD; pdd = tr - ti
+        observe(P, pdd_family, dir .. '|', pdd, pdd_bounds)
+      end
+      if not has(fl, ANSWER) and tr and ta and ta >= tr then
+        fl = fl + ANSWER; tta = ta - tr
+        observe(P, tta_family, dir .. '|', tta, tta_bounds)
+      end
+    end
+  end
+end
+
+redis.call('HSET', key, seen, 1, 'a|' .. status, 1, 'dir', dir, 'fl', fl, 'ls', ls)
+if fin then redis.call('HSET', key, 'fin', fin) end
+if ti then redis.call('HSET', key, 'ti', ti) end
+if tr then redis.call('HSET', key, 'tr', tr) end
+if ta then redis.call('HSET', key, 'ta', ta) end
+if new then
+  redis.call('HSET', key, 'cr', now)
+  redis.call('ZADD', zkey, redis.call('INCR', P .. 'order'), sid)
+end
+if delta ~= 0 then redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir, delta) end
+if moved ~= '' then
+  redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, moved, -1)
+  redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir, 1)
+end
+apply_ops(P, at, cond, {D = dir, S = status, F = final_status})
+if final_status ~= '' and row ~= '' then
+  local entry = cjson.decode(row)
+  if entry['reported'][final_status] then
+    entry['row']['call_status'] = final_status
+    entry['row']['call_direction'] = dir
+    redis.call('LPUSH', P .. 'report', cjson.encode(entry['row']))
+    redis.call('LTRIM', P .. 'report', 0, report_size - 1)
+  end
+end
+local function flag(b) return b and 1 or 0 end
+return {0, dir, status, flag(late), final_status, delta, moved, flag(cond.d), flag(cond.q),
+        flag(cond.s), tostring(pdd), tostring(tta)}
+""".replace("@FINALS@", _FINALS)
+
+# ARGV: prefix, kind, sid, status, now, max_items, is final, is start, is end ('1' or
+# ''), wants, expired family, elapsed family + bounds ('' = the kind is not timed), ops.
+_ITEM_SCRIPT = _APPLY_OPS + """
+local P, kind, sid, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, max_items = tonumber(ARGV[5]), tonumber(ARGV[6])
+local is_final, is_start, is_end = ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
+local wants, expired, elapsed_family = tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local bounds, at = read_bounds(13)
+local key, zkey = P .. 'i:' .. kind .. ':' .. sid, P .. 'items:' .. kind
+
+local st = redis.call('HMGET', key, 'cr', 'fin', 'gr', 'st', 'en', 'tm')
+if not st[1] then
+  while redis.call('ZCARD', zkey) >= max_items do
+    local member = redis.call('ZRANGE', zkey, 0, 0)[1]
+    local k = P .. 'i:' .. kind .. ':' .. member
+    if not redis.call('HGET', k, 'fin') then
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, kind .. '|capacity', 1)
+    end
+    redis.call('DEL', k)
+    redis.call('ZREM', zkey, member)
+  end
+  redis.call('HSET', key, 'cr', now)
+  redis.call('ZADD', zkey, redis.call('INCR', P .. 'order'), sid)
+end
+if redis.call('HSETNX', key, 's|' .. status, 1) == 0 then return {1} end
+
+local fin, granted = st[2], tonumber(st[3]) or 0
+local cond = {e = true}
+local late = fin and not is_final
+local final_status = ''
+if is_final and not fin then
+  final_status = status
+  cond.f = true
+  redis.call('HSET', key, 'fin', status)
+end
+local grant = bit.band(wants, bit.bnot(granted))
+for _, b in ipairs({1, 2, 4, 8}) do
+  if bit.band(grant, b) ~= 0 then cond['g' .. b] = true end
+end
+redis.call('HSET', key, 'gr', bit.bor(granted, wants))
+
+local elapsed = ''
+if elapsed_family ~= '' and not st[6] then
+  local start, stop = tonumber(st[4]), tonumber(st[5])
+  local changed = true
+  if is_start then start = start and math.min(start, now) or now
+  elseif is_end then stop = now
+  else changed = false end
+  if changed then
+    if start then redis.call('HSET', key, 'st', start) end
+    if stop then redis.call('HSET', key, 'en', stop) end
+    if start and stop then
+      redis.call('HSET', key, 'tm', 1)
+      if stop >= start then
+        elapsed = stop - start
+        observe(P, elapsed_family, '', elapsed, bounds)
+      end
+    end
+  end
+end
+apply_ops(P, at, cond, {F = final_status, S = status})
+return {0, late and 1 or 0, final_status, grant, tostring(elapsed)}
+"""
+
+# ARGV: prefix, deadline, call gauge family, calls expired family, items expired family,
+# then (zset, hash prefix, kind, item deadline) per item kind; at most LIMIT per zset.
+_EXPIRE_SCRIPT = """
+local P, deadline, gauge, expired, items_expired = ARGV[1], tonumber(ARGV[2]), ARGV[3],
+  ARGV[4], ARGV[5]
+local LIMIT, left = 500, 0
+local function sweep(zkey, hprefix, limit_deadline, gone)
+  local members = redis.call('ZRANGE', zkey, 0, LIMIT - 1)
+  for _, member in ipairs(members) do
+    local k = hprefix .. member
+    local cr = tonumber(redis.call('HGET', k, 'cr'))
+    if cr and cr > limit_deadline then return end
+    gone(k)
+    redis.call('DEL', k)
+    redis.call('ZREM', zkey, member)
+  end
+  if #members == LIMIT then left = 1 end
+end
+sweep(P .. 'calls', P .. 'c:', deadline, function(k)
+  local st = redis.call('HMGET', k, 'dir', 'fin', 'fl')
+  if st[1] then
+    if bit.band(tonumber(st[3]) or 0, 1) ~= 0 then
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, st[1], -1)
+    end
+    if not st[2] then
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, st[1] .. '|ttl', 1)
+    end
+  end
+end)
+local i = 6
+while i + 1 <= #ARGV do
+  local kind, item_deadline = ARGV[i], tonumber(ARGV[i + 1])
+  sweep(P .. 'items:' .. kind, P .. 'i:' .. kind .. ':', item_deadline, function(k)
+    if not redis.call('HGET', k, 'fin') then
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. items_expired, kind .. '|ttl', 1)
+    end
+  end)
+  i = i + 2
+end
+return left
+"""
+
+# KEYS: the claim, the counter's hash; ARGV: milliseconds to hold the claim, the field.
+_COUNT_ONCE_SCRIPT = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], 1)
+return 1
+"""
+
+_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _flag(value: object) -> str:
+    return "1" if value else ""
+
+
+def _bounds(histogram: PlainHistogram) -> list[str]:
+    finite = [repr(b) for b in histogram.bounds[:-1]]
+    return [str(len(finite)), *finite]
+
+
+class RedisStore:
+    """The shared backend: see the module docstring."""
+
+    backend = "redis"
+
+    def __init__(self, config: Config, lifecycles: dict[str, Lifecycle],
+                 metrics: ExporterMetrics, item_metrics: StatusMetrics,
+                 registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge
+
+        state = config.state
+        assert state.redis_url is not None  # parse_config requires it for this backend
+        self.config = config
+        self.prefix = state.key_prefix
+        self.lifecycles = lifecycles
+        self.metrics = metrics
+        self.item_metrics = item_metrics
+        self.shared: tuple[Plain, ...] = (*metrics.shared, *item_metrics.shared)
+        self.redis: aioredis.Redis = aioredis.from_url(
+            state.redis_url, socket_timeout=state.timeout_seconds,
+            socket_connect_timeout=state.timeout_seconds, health_check_interval=30)
+        self._call_script = self.redis.register_script(_CALL_SCRIPT)
+        self._item_script = self.redis.register_script(_ITEM_SCRIPT)
+        self._expire_script = self.redis.register_script(_EXPIRE_SCRIPT)
+        self._count_once_script = self.redis.register_script(_COUNT_ONCE_SCRIPT)
+        self._spool: deque[tuple[str, Any, float, int]] = deque()
+        self._spool_max = state.spool_max_callbacks
+        self._drainer: asyncio.Task[None] | None = None
+        self._sizes: dict[str, int] = {}
+        self._report_size = 0
+        self.up = Gauge("signalwire_exporter_store_up",
+                        "1 while the state store (Redis) answers, 0 while callbacks are "
+                        "spooled or it cannot be reached.", registry=registry)
+        self.up.set(1)
+        self._is_up = True
+        Gauge("signalwire_exporter_store_spooled_callbacks",
+              "Accepted callbacks waiting in this replica's spool for the store to return.",
+              registry=registry).set_function(lambda: float(len(self._spool)))
+        self.errors = Counter("signalwire_exporter_store_errors_total",
+                              "Store commands that failed or timed out (the callback was "
+                              "spooled, or the scrape served the last values read).",
+                              registry=registry)
+        self.spool_full = Counter("signalwire_exporter_store_spool_rejected_total",
+                                  "Callbacks answered 503 because the spool was full.",
+                                  registry=registry)
+
+    # --- the contract ------------------------------------------------------------------
+
+    def clock(self) -> float:
+        # Wall-clock time: every replica ages the shared state by the same clock.
+        return time.time()
+
+    async def call(self, event: CallEvent, now: float) -> Decision:
+        if not self._spool:
+            try:
+                return await self._call(event, now)
+            except _DOWN as exc:
+                self._failed(exc)
+        self._enqueue("call", event, now, 0)
+        return Decision(direction=event.direction, status=event.status)
+
+    async def item(self, endpoint: str, event: ItemEvent, now: float,
+                   wants: int) -> StatusDecision:
+        if not self._spool:
+            try:
+                return await self._item(endpoint, event, now, wants)
+            except _DOWN as exc:
+                self._failed(exc)
+        self._enqueue(endpoint, event, now, wants)
+        return StatusDecision()
+
+    async def expire(self, now: float) -> None:
+        tracking = self.config.tracking
+        args: list[str | float] = [
+            self.prefix, now - tracking.call_ttl_seconds, self.metrics.in_progress.name,
+            self.metrics.expired.name, self.item_metrics.expired.name]
+        for lifecycle in self.lifecycles.values():
+            args += [lifecycle.kind, now - tracking.item_ttl_seconds]
+        try:
+            for _ in range(100):  # bounded: 500 calls and items per kind a round
+                if not await self._expire_script(args=args):
+                    break
+        except _DOWN as exc:
+            self._failed(exc)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        try:
+            return bool(await self.redis.set(f"{self.prefix}claim:{key}", 1, nx=True,
+                                             px=max(1, round(ttl * 1000))))
+        except _DOWN as exc:
+            self._failed(exc)
+            return True  # better a second SMS than none
+
+    async def count_once(self, key: str, ttl: float, family: str,
+                         labels: tuple[str, ...]) -> bool:
+        once = (key, ttl, family, labels)
+        if not self._spool:
+            try:
+                return await self._count_once(once)
+            except _DOWN as exc:
+                self._failed(exc)
+        # Spooled: taken as the first delivery; if it was not, the events it leads to
+        # are duplicates when applied, and only this count is off by one.
+        self._enqueue("once", once, 0.0, 0)
+        return True
+
+    async def _count_once(self, once: tuple[str, float, str, tuple[str, ...]]) -> bool:
+        key, ttl, family, labels = once
+        return bool(await self._count_once_script(
+            keys=[f"{self.prefix}claim:{key}", f"{self.prefix}m:{family}"],
+            args=[max(1, round(ttl * 1000)), "|".join(labels)]))
+
+    async def before_scrape(self) -> None:
+        """Read every cluster-wide family (one pipeline) into the plain series."""
+        pipe = self.redis.pipeline(transaction=False)
+        for series in self.shared:
+            pipe.hgetall(f"{self.prefix}m:{series.name}")
+        pipe.zcard(f"{self.prefix}calls")
+        for lifecycle in self.lifecycles.values():
+            pipe.zcard(f"{self.prefix}items:{lifecycle.kind}")
+        try:
+            results = await pipe.execute()
+        except _DOWN as exc:
+            self._failed(exc)
+            return  # serve the values last read; signalwire_exporter_store_up says why
+        for series, values in zip(self.shared, results, strict=False):
+            load(series, values)
+        sizes = results[len(self.shared):]
+        self._sizes["calls"] = sizes[0]
+        for lifecycle, size in zip(self.lifecycles.values(), sizes[1:], strict=False):
+            self._sizes[lifecycle.kind] = size
+
+    async def start(self) -> None:
+        self._drainer = asyncio.create_task(self._drain())
+        with contextlib.suppress(*_DOWN):
+            await self.redis.ping()
+
+    async def close(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+        if self._spool:
+            # a last try: a clean stop should hand its spool to Redis
+            with contextlib.suppress(*_DOWN):
+                async with asyncio.timeout(self.config.state.timeout_seconds * 2):
+                    await self._drain_once()
+            if self._spool:
+                log.warning("state store unreachable at stop: spooled callbacks lost",
+                            extra={"fields": {"spooled": len(self._spool)}})
+        await self.redis.aclose()
+
+    def tracked_calls(self) -> int:
+        return self._sizes.get("calls", 0)
+
+    def tracked_items(self, endpoint: str) -> int:
+        return self._sizes.get(self.lifecycles[endpoint].kind, 0)
+
+    async def failed_call_rows(self, now: float) -> list[dict[str, str]]:
+        """The group's report rows, oldest first, within the report's age limit."""
+        rows = await self.redis.lrange(f"{self.prefix}report", 0, -1)
+        deadline = now - self.config.reports.failed_calls.max_age_seconds
+        kept = []
+        for text in reversed(rows):
+            row = json.loads(text)
+            if float(row.pop("_at", 0)) >= deadline:
+                kept.append(row)
+        self._report_size = len(kept)
+        return kept
+
+    def failed_calls_held(self) -> int:
+        return self._report_size
+
+    # --- one event, one script call ---------------------------------------------------
+
+    async def _call(self, event: CallEvent, now: float) -> Decision:
+        metrics = self.metrics
+        stamp = ""
+        if event.timestamp is not None:
+            stamp = str(int(event.timestamp.timestamp()))
+        report = self.config.reports.failed_calls
+        row = ""
+        if event.status in FINAL_CALL_STATUSES:
+            entry = failed_call_row(event, "", "", _wall(now))
+            row = json.dumps({"reported": dict.fromkeys(REPORTED_STATUSES, True),
+                              "row": {**entry, "_at": now}})
+        args: list[str | float | int] = [
+            self.prefix, event.call_sid, event.status,
+            "" if event.sequence_number is None else event.sequence_number,
+            event.direction, now, self.config.tracking.max_calls, stamp,
+            _flag(event.call_duration is not None), _flag(event.audio_in_mos),
+            _flag(event.sip_result_code is not None), event.unanswered_status or "",
+            metrics.in_progress.name, metrics.expired.name, row, report.max_entries,
+            metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
+            metrics.time_to_answer.name, *_bounds(metrics.time_to_answer),
+            *call_ops(metrics, event)]
+        result = await self._call_script(args=args)
+        self._back()
+        direction, status = _text(result[1]), _text(result[2])
+        if result[0]:
+            return Decision(direction=direction, status=status, duplicate=True)
+        return Decision(
+            direction=direction, status=status, late=bool(result[3]),
+            final_status=_text(result[4]) or None, in_progress_delta=int(result[5]),
+            moved_from=_text(result[6]) or None, observe_duration=bool(result[7]),
+            observe_quality=bool(result[8]), observe_sip=bool(result[9]),
+            post_dial_delay=_number(result[10]), time_to_answer=_number(result[11]))
+
+    async def _item(self, endpoint: str, event: ItemEvent, now: float,
+                    wants: int) -> StatusDecision:
+        lifecycle = self.lifecycles[endpoint]
+        timed = lifecycle.end is not None
+        elapsed = self.item_metrics.message_delivery
+        args: list[str | float | int] = [
+            self.prefix, lifecycle.kind, event.sid, event.status, now,
+            self.config.tracking.max_items, _flag(event.status in lifecycle.finals),
+            _flag(event.status in lifecycle.start), _flag(event.status == lifecycle.end),
+            wants, self.item_metrics.expired.name, elapsed.name if timed else "",
+            *(_bounds(elapsed) if timed else ["0"]), *item_ops(self.item_metrics, event)]
+        result = await self._item_script(args=args)
+        self._back()
+        if result[0]:
+            return StatusDecision(duplicate=True)
+        return StatusDecision(late=bool(result[1]), final_status=_text(result[2]) or None,
+                              granted=int(result[3]), elapsed=_number(result[4]))
+
+    # --- the spool ----------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors.inc()
+        if self._is_up:  # log the change only
+            log.warning("state store unreachable: spooling callbacks",
+                        extra={"fields": {"error": type(exc).__name__}})
+        self._is_up = False
+        self.up.set(0)
+
+    def _back(self) -> None:
+        if not self._is_up:
+            self._is_up = True
+            self.up.set(1)
+
+    def _enqueue(self, endpoint: str, event: Any, now: float, wants: int) -> None:
+        if len(self._spool) >= self._spool_max:
+            self.spool_full.inc()
+            raise Rejected(503, "unavailable",
+                           "the state store is unreachable and this replica's spool is "
+                           "full; retry later")
+        self._spool.append((endpoint, event, now, wants))
+
+    async def _drain_once(self) -> None:
+        """Apply spooled events in arrival order; stop at the first failure."""
+        while self._spool:
+            endpoint, event, now, wants = self._spool[0]
+            if endpoint == "call":
+                await self._call(event, now)
+            elif endpoint == "once":
+                await self._count_once(event)
+            else:
+                await self._item(endpoint, event, now, wants)
+            self._spool.popleft()
+
+    async def _drain(self) -> None:
+        delay = 0.05
+        while True:
+            await asyncio.sleep(delay if self._spool else 0.05)
+            if not self._spool:
+                continue
+            try:
+                await self._drain_once()
+                delay = 0.05
+                log.info("state store back: spool applied")
+            except _DOWN as exc:
+                self._failed(exc)
+                delay = min(delay * 2, 2.0)
+
+
+def load(series: Plain, values: dict[bytes, bytes]) -> None:
+    """Replace a plain series' values with the fields of its Redis hash."""
+    width = len(series.labelnames)
+    if isinstance(series, PlainHistogram):
+        size = len(series.bounds) + 1
+        counts: dict[tuple[str, ...], list[float]] = {
+            labels: [0.0] * size for labels in series.series}
+        for field, value in values.items():
+            *labels, slot = field.decode().split("|")
+            row = counts.setdefault(tuple(labels[:width]), [0.0] * size)
+            row[-1 if slot == "s" else int(slot)] = float(value)
+        series.series = counts
+        return
+    totals = dict.fromkeys(series.values, 0.0)
+    for field, value in values.items():
+        text = field.decode()
+        totals[tuple(text.split("|")) if width else ()] = float(value)
+    series.values = totals
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value: bytes | str) -> float | None:
+    text = _text(value)
+    return float(text) if text else None
+
+
+def _wall(now: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(now, UTC)
+
