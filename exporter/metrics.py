@@ -268,12 +268,23 @@ class ExporterMetrics:
             "signalwire_exporter_callbacks_total",
             "Requests to callback endpoints by outcome.", ("endpoint", "outcome"),
             itertools.product(ENDPOINTS, OUTCOMES))
+        self.reconciled = PlainCounter(
+            "signalwire_calls_reconciled_total",
+            "Calls whose final status came from the REST API because no final callback "
+            "arrived (also counted in signalwire_calls_total), once per call.", ("status",),
+            [(status,) for status in sorted(FINAL_CALL_STATUSES)])
+        self.price = PlainCounter(
+            "signalwire_call_price_total",
+            "What calls that reached a final status cost, as the REST API reports it, in "
+            "units of the currency (positive = charged), once per call.",
+            ("direction", "currency"))
         # The cluster-wide call series: what a shared state backend keeps for the group.
         self.shared: tuple[Plain, ...] = (
             self.status_events, self.calls, self.in_progress, self.duration, self.mos,
             self.jitter_max, self.jitter_min, self.packet_loss, self.audio_packets,
             self.post_dial_delay, self.time_to_answer, self.sip_responses, self.expired,
-            self.end_reasons, self.calling_events, self.ten_dlc_events)
+            self.end_reasons, self.calling_events, self.ten_dlc_events, self.reconciled,
+            self.price)
         registry.register(PlainSeries((*self.shared, self.callbacks)))
         # The cluster-wide counters that no tracker decides: Store.count_once adds to them
         # by family name.
@@ -300,17 +311,6 @@ class ExporterMetrics:
             "signalwire_exporter_timestamp_errors_total",
             "Callbacks whose Timestamp could not be parsed (receive time not used for delays).",
             ("endpoint",))
-        self.reconciled = counter(
-            "signalwire_calls_reconciled_total",
-            "Calls whose final status came from the REST API because no final callback "
-            "arrived (also counted in signalwire_calls_total), once per call.", ("status",))
-        self.price = counter(
-            "signalwire_call_price_total",
-            "What calls that reached a final status cost, as the REST API reports it, in "
-            "units of the currency (positive = charged), once per call.",
-            ("direction", "currency"))
-        for status in sorted(FINAL_CALL_STATUSES):
-            self.reconciled.labels(status)
         tracked = Gauge("signalwire_exporter_tracked_calls",
                         "Calls currently held in the per-call tracking store.",
                         registry=registry)

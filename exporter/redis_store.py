@@ -87,16 +87,19 @@ end
 # ARGV: prefix, sid, status, sequence ('' = none), direction, now, max_calls, stamp
 # ('' = none), has duration, has MOS, has SIP code ('1' or ''), unanswered status ('' =
 # none), in-progress family, expired family, report row JSON ('' = none), report size,
-# post-dial delay family + bounds, time-to-answer family + bounds, then the operations.
+# settle ('1': a final status from the REST API, see Store.settle), post-dial delay
+# family + bounds, time-to-answer family + bounds, then the operations.
+# Returns {2} for a settle of an untracked call, {1, ...} for a duplicate.
 _CALL_SCRIPT = _APPLY_OPS + """
 local P, sid, status, seq, evdir = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, max_calls, stamp = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local has_duration, has_mos, has_sip = ARGV[9] == '1', ARGV[10] == '1', ARGV[11] == '1'
 local unanswered, gauge, expired = ARGV[12], ARGV[13], ARGV[14]
 local row, report_size = ARGV[15], tonumber(ARGV[16])
-local pdd_family, tta_family = ARGV[17], nil
+local settle = ARGV[17] == '1'
+local pdd_family, tta_family = ARGV[18], nil
 local pdd_bounds, tta_bounds, at
-pdd_bounds, at = read_bounds(18)
+pdd_bounds, at = read_bounds(19)
 tta_family = ARGV[at]
 tta_bounds, at = read_bounds(at + 1)
 local FINAL = {@FINALS@}
@@ -118,10 +121,14 @@ local function depart(member, reason)
   end
   redis.call('DEL', k)
   redis.call('ZREM', zkey, member)
+  redis.call('ZREM', P .. 'open', member)
 end
 
-local st = redis.call('HMGET', key, 'dir', 'fin', 'fl', 'ls', 'ti', 'tr', 'ta')
+local st = redis.call('HMGET', key, 'dir', 'fin', 'fl', 'ls', 'ti', 'tr', 'ta', 'cr', 'sd')
 local new = not st[1]
+if new and settle then return {2} end
+if settle and st[2] then return {1, st[1], status} end
+local created, settled = tonumber(st[8]) or now, st[9]
 local dir, fin, fl, ls = st[1], st[2] or nil, tonumber(st[3]) or 0, tonumber(st[4]) or -1
 local ti, tr, ta = tonumber(st[5]), tonumber(st[6]), tonumber(st[7])
 if new then
@@ -136,7 +143,7 @@ if unanswered ~= '' and FINAL[status] and not has(fl, ANSWERED) then status = un
 local seen = 's' .. (seq == '' and 'n' or seq) .. '|' .. status
 local dup = false
 if FINAL[status] then
-  dup = redis.call('HEXISTS', key, (seq == '' and 'a|' or 'sn|') .. status) == 1
+  dup = settled or redis.call('HEXISTS', key, (seq == '' and 'a|' or 'sn|') .. status) == 1
 end
 if dup or redis.call('HEXISTS', key, seen) == 1 then
   return {1, dir, status}
@@ -193,9 +200,19 @@ if fin then redis.call('HSET', key, 'fin', fin) end
 if ti then redis.call('HSET', key, 'ti', ti) end
 if tr then redis.call('HSET', key, 'tr', tr) end
 if ta then redis.call('HSET', key, 'ta', ta) end
+if settle then
+  redis.call('HSET', key, 'sd', 1)
+else
+  local ticks = math.floor((now - created) / 0.1 + 0.5)
+  redis.call('HSET', key, 'le', math.min(math.max(0, ticks), 16777215))
+end
 if new then
+  local order = redis.call('INCR', P .. 'order')
   redis.call('HSET', key, 'cr', now)
-  redis.call('ZADD', zkey, redis.call('INCR', P .. 'order'), sid)
+  redis.call('ZADD', zkey, order, sid)
+  if not fin then redis.call('ZADD', P .. 'open', order, sid) end
+elseif final_status ~= '' then
+  redis.call('ZREM', P .. 'open', sid)
 end
 if delta ~= 0 then redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir, delta) end
 if moved ~= '' then
@@ -293,13 +310,14 @@ local function sweep(zkey, hprefix, limit_deadline, gone)
     local k = hprefix .. member
     local cr = tonumber(redis.call('HGET', k, 'cr'))
     if cr and cr > limit_deadline then return end
-    gone(k)
+    gone(k, member)
     redis.call('DEL', k)
     redis.call('ZREM', zkey, member)
   end
   if #members == LIMIT then left = 1 end
 end
-sweep(P .. 'calls', P .. 'c:', deadline, function(k)
+sweep(P .. 'calls', P .. 'c:', deadline, function(k, member)
+  redis.call('ZREM', P .. 'open', member)
   local st = redis.call('HMGET', k, 'dir', 'fin', 'fl')
   if st[1] then
     if bit.band(tonumber(st[3]) or 0, 1) ~= 0 then
@@ -328,6 +346,51 @@ _COUNT_ONCE_SCRIPT = """
 if not redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then return 0 end
 redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], 1)
 return 1
+"""
+
+# ARGV: prefix, now, silent_for, limit, ttl, max_calls; see Store.stale_calls.
+_STALE_SCRIPT = """
+local P, now, silent_for = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, ttl, max_calls = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local due, order = {}, {}
+if limit <= 0 then return order end
+local function add(member, last_chance)
+  if due[member] == nil then order[#order + 1] = member end
+  if last_chance or due[member] == nil then due[member] = last_chance end
+end
+if redis.call('ZCARD', P .. 'calls') + limit >= max_calls then
+  for _, member in ipairs(redis.call('ZRANGE', P .. 'calls', 0, limit - 1)) do
+    local st = redis.call('HMGET', P .. 'c:' .. member, 'fin', 'lc')
+    if not st[1] and not st[2] then add(member, true) end
+  end
+end
+local last_chance_from = now - ttl + silent_for
+local start, done = 0, false
+while not done do
+  local batch = redis.call('ZRANGE', P .. 'open', start, start + 199)
+  if #batch == 0 then break end
+  for _, member in ipairs(batch) do
+    if #order >= limit then done = true break end
+    local st = redis.call('HMGET', P .. 'c:' .. member, 'cr', 'le', 'of', 'lc')
+    local created = tonumber(st[1])
+    if created <= last_chance_from then
+      if not st[4] then add(member, true) end
+    else
+      local last = created + (tonumber(st[2]) or 0) * 0.1
+      if now - last >= silent_for * 2 ^ (tonumber(st[3]) or 0) then add(member, false) end
+    end
+  end
+  start = start + 200
+end
+for _, member in ipairs(order) do
+  local k = P .. 'c:' .. member
+  if due[member] then
+    redis.call('HSET', k, 'lc', 1)
+  elseif (tonumber(redis.call('HGET', k, 'of')) or 0) < 7 then
+    redis.call('HINCRBY', k, 'of', 1)
+  end
+end
+return order
 """
 
 _DOWN = (RedisError, OSError, asyncio.TimeoutError)
@@ -367,6 +430,7 @@ class RedisStore:
         self._item_script = self.redis.register_script(_ITEM_SCRIPT)
         self._expire_script = self.redis.register_script(_EXPIRE_SCRIPT)
         self._count_once_script = self.redis.register_script(_COUNT_ONCE_SCRIPT)
+        self._stale_script = self.redis.register_script(_STALE_SCRIPT)
         self._spool: deque[tuple[str, Any, float, int]] = deque()
         self._spool_max = state.spool_max_callbacks
         self._drainer: asyncio.Task[None] | None = None
@@ -397,7 +461,9 @@ class RedisStore:
     async def call(self, event: CallEvent, now: float) -> Decision:
         if not self._spool:
             try:
-                return await self._call(event, now)
+                decision = await self._call(event, now)
+                assert decision is not None  # only a settle finds no call
+                return decision
             except _DOWN as exc:
                 self._failed(exc)
         self._enqueue("call", event, now, 0)
@@ -435,6 +501,10 @@ class RedisStore:
             self._failed(exc)
             return True  # better a second SMS than none
 
+    async def release(self, key: str) -> None:
+        with contextlib.suppress(*_DOWN):
+            await self.redis.delete(f"{self.prefix}claim:{key}")
+
     async def count_once(self, key: str, ttl: float, family: str,
                          labels: tuple[str, ...]) -> bool:
         once = (key, ttl, family, labels)
@@ -453,6 +523,29 @@ class RedisStore:
         return bool(await self._count_once_script(
             keys=[f"{self.prefix}claim:{key}", f"{self.prefix}m:{family}"],
             args=[max(1, round(ttl * 1000)), "|".join(labels)]))
+
+    async def stale_calls(self, now: float, silent_for: float, limit: int) -> list[str]:
+        tracking = self.config.tracking
+        try:
+            found = await self._stale_script(args=[
+                self.prefix, now, silent_for, limit, tracking.call_ttl_seconds,
+                tracking.max_calls])
+        except _DOWN as exc:
+            self._failed(exc)
+            return []
+        return [_text(sid) for sid in found]
+
+    async def settle(self, call_sid: str, status: str, direction: str,
+                     duration: int | None, now: float) -> Decision | None:
+        if status not in FINAL_CALL_STATUSES:
+            raise ValueError(f"not a final call status: {status}")
+        event = CallEvent(call_sid=call_sid, status=status, direction=direction,
+                          endpoint="voice", call_duration=duration)
+        return await self._call(event, now, settle=True)
+
+    async def add_price(self, direction: str, currency: str, amount: float) -> None:
+        await self.redis.hincrbyfloat(f"{self.prefix}m:{self.metrics.price.name}",
+                                      f"{direction}|{currency}", amount)
 
     async def before_scrape(self) -> None:
         """Read every cluster-wide family (one pipeline) into the plain series."""
@@ -517,7 +610,8 @@ class RedisStore:
 
     # --- one event, one script call ---------------------------------------------------
 
-    async def _call(self, event: CallEvent, now: float) -> Decision:
+    async def _call(self, event: CallEvent, now: float, *,
+                    settle: bool = False) -> Decision | None:
         metrics = self.metrics
         stamp = ""
         if event.timestamp is not None:
@@ -535,11 +629,15 @@ class RedisStore:
             _flag(event.call_duration is not None), _flag(event.audio_in_mos),
             _flag(event.sip_result_code is not None), event.unanswered_status or "",
             metrics.in_progress.name, metrics.expired.name, row, report.max_entries,
-            metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
+            _flag(settle), metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
             metrics.time_to_answer.name, *_bounds(metrics.time_to_answer),
             *call_ops(metrics, event)]
+        if settle:
+            args += ("f", metrics.reconciled.name, "@F", 1)
         result = await self._call_script(args=args)
         self._back()
+        if result[0] == 2:
+            return None
         direction, status = _text(result[1]), _text(result[2])
         if result[0]:
             return Decision(direction=direction, status=status, duplicate=True)

@@ -182,12 +182,12 @@ class MemoryStore:
         event = CallEvent(call_sid=call_sid, status=status, direction=decision.direction,
                           endpoint="voice", call_duration=duration)
         self.metrics.record_call(event, decision)
-        self.metrics.reconciled.labels(status).inc()
+        self.metrics.reconciled.inc((status,))
         self.failed_calls.add(event, status, decision.direction, now)
         return decision
 
     async def add_price(self, direction: str, currency: str, amount: float) -> None:
-        self.metrics.price.labels(direction, currency).inc(amount)
+        self.metrics.price.inc((direction, currency), amount)
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = time.monotonic()

@@ -26,6 +26,7 @@ from exporter.payloads import (
     CALL_STATUSES,
     DIRECTIONS,
     END_REASONS,
+    FINAL_CALL_STATUSES,
     CallEvent,
     MessageEvent,
     RecordingEvent,
@@ -73,9 +74,16 @@ transcription_events = st.builds(
 ENDPOINT_OF = {MessageEvent: "messaging", RecordingEvent: "recording",
                TranscriptionEvent: "transcription"}
 
+# the REST API side (reconcile): a final status learned for a call, a round of lookups
+settles = st.tuples(st.just("settle"), st.sampled_from(["c1", "c2", "c3", "c4"]),
+                    st.sampled_from(sorted(FINAL_CALL_STATUSES)), st.sampled_from(DIRECTIONS),
+                    st.none() | st.integers(0, 600))
+lookups = st.tuples(st.just("stale"), st.sampled_from([0.0, 1.0, 30.0]), st.integers(0, 3))
+
 # a step: an event, how far the clock moves before it, and whether a sweep runs first
 steps = st.lists(st.tuples(
-    call_events | message_events | recording_events | transcription_events,
+    call_events | message_events | recording_events | transcription_events | settles
+    | lookups,
     st.sampled_from([0.0, 0.5, 3.0, 40.0]), st.booleans()), max_size=40)
 
 
@@ -128,7 +136,11 @@ async def replay(redis_url: str, events: list[tuple[Any, float, bool]]) -> None:
             if sweep:
                 await memory.expire(now)
                 await redis.expire(now)
-            if isinstance(event, CallEvent):
+            if isinstance(event, tuple) and event[0] == "settle":
+                got = [await store.settle(*event[1:], now) for store in (memory, redis)]
+            elif isinstance(event, tuple):
+                got = [await store.stale_calls(now, *event[1:]) for store in (memory, redis)]
+            elif isinstance(event, CallEvent):
                 got = [await store.call(event, now) for store in (memory, redis)]
             else:
                 endpoint = ENDPOINT_OF[type(event)]
@@ -176,3 +188,16 @@ def test_a_long_lifecycle_stream_matches_too(redis_url: str) -> None:
     events[5], events[9] = events[9], events[5]
     asyncio.run(replay(redis_url, events + events[:7]))
 
+
+
+def test_a_final_callback_after_a_settle_is_a_duplicate_in_both(redis_url: str) -> None:
+    def call(status: str, seq: int | None) -> CallEvent:
+        return CallEvent(call_sid="c1", status=status, direction="inbound", endpoint="voice",
+                         sequence_number=seq)
+
+    asyncio.run(replay(redis_url, [
+        (call("in-progress", 2), 1.0, False), (("stale", 1.0, 2), 5.0, False),
+        (("settle", "c1", "completed", "inbound", 42), 1.0, False),
+        (call("failed", 3), 1.0, False), (call("completed", 3), 1.0, False),
+        (("settle", "c1", "busy", "inbound", None), 1.0, False),
+        (("settle", "c9", "busy", "inbound", None), 1.0, False)]))
