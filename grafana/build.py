@@ -56,7 +56,7 @@ STATUS_COLOURS = {"completed": "green", "busy": "orange", "no-answer": "yellow",
 OUTCOME_COLOURS = {"accepted": "green", "duplicate": "blue", "invalid": "red",
                    "unauthorized": "dark-red", "too_large": "orange", "unsupported": "purple",
                    "timeout": "yellow", "method_not_allowed": "dark-purple",
-                   "stopping": "light-orange"}
+                   "stopping": "light-orange", "unavailable": "dark-red"}
 
 Step = tuple[float | None, str]
 

@@ -92,6 +92,10 @@ def small_config(redis_url: str, prefix: str) -> Config:
         "tracking": {"max_calls": 3, "max_items": 2, "call_ttl_seconds": 100,
                      "item_ttl_seconds": 60},
         "state": {"backend": "redis", "redis_url": redis_url, "key_prefix": prefix},
+        # lookups on, so the memory tracker keeps what stale_calls needs; nothing is called
+        "reconcile": {"enabled": True, "after_seconds": 30},
+        "signalwire_api": {"space_url": "example.signalwire.com", "project_id": "p",
+                           "api_token": "t"},
     }, environ={})
 
 
