@@ -35,7 +35,7 @@ from .logs import level_number
 from .metrics import ApiMetrics, ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
 from .reconcile import Prices, Reconciler
 from .signalwire_api import SignalWireApi
-from .store import MemoryStore, Store
+from .store import MemoryStore, Store, state_group
 from .verify import read_body, read_fields
 
 log = logging.getLogger(__name__)
@@ -452,6 +452,14 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
         exporter.reconciler = Reconciler(config, store, api)
         exporter.prices = exporter.reconciler.prices
 
+    state_info = Gauge(
+        "signalwire_exporter_state_info",
+        "Always 1; which state this replica serves its call metrics from: backend, and "
+        "group (replicas of one group serve the same cluster-wide values: count a group "
+        "once, e.g. max by (group), then sum the groups).", ["backend", "group"],
+        registry=registry)
+    state_info.labels(store.backend,
+                      state_group(store.backend, config.state.key_prefix)).set(1)
     in_flight, callbacks_in_flight = InFlight(stopping), InFlight(stopping)
     Gauge("signalwire_exporter_http_requests_in_flight",
           "HTTP requests being handled now, this scrape included.",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import TYPE_CHECKING, Protocol
 
 from .calls import CallTracker, Decision
@@ -118,6 +119,18 @@ class Store(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def state_group(backend: str, key_prefix: str) -> str:
+    """The ``group`` label of ``signalwire_exporter_state_info``: one value per shared state.
+
+    Replicas on one Redis and prefix serve the same cluster-wide series, so queries keep
+    one per group (``max by (group)``) and add the groups up; a memory-backend process is
+    a group of its own, so N of them add up as before.
+    """
+    if backend == "redis":
+        return f"redis:{key_prefix}"
+    return f"memory:{uuid.uuid4().hex[:12]}"
 
 
 class MemoryStore:
