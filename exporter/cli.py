@@ -67,9 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_password_hash() -> int:
+    """Read a password (twice at a terminal, once from a pipe) and print its bcrypt hash.
+
+    Ctrl-D or Ctrl-C end it with a one-line message and exit 1, never a traceback.
+    """
     import getpass
 
-    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    try:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                print("error: the two passwords differ", file=sys.stderr)
+                return 1
+        else:
+            password = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        print("\nno password given", file=sys.stderr)
+        return 1
     password = password.rstrip("\r\n")
     if not password:
         print("error: empty password", file=sys.stderr)
@@ -136,7 +150,11 @@ async def run_server(app: web.Application, config: Config) -> None:
     try:
         host, port = config.host, config.port
         site = web.TCPSite(runner, host, port, ssl_context=tls_context(config.web))
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # in use, not this machine's, or a name that does not resolve
+            raise ListenError(f"cannot listen on {config.listen}: "
+                              f"{exc.strerror or exc}") from None
         log.info("listening", extra={"fields": {
             "address": f"{host}:{port}", "version": __version__,
             "tls": config.web.tls_cert_file is not None,
@@ -178,7 +196,11 @@ def write_rules(path: str | None, output: str | None) -> int:
     return 0
 
 
-def serve(config: Config) -> None:
+class ListenError(Exception):
+    """The listen address cannot be had: one line for the user, not a traceback."""
+
+
+def serve(config: Config) -> int:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -186,12 +208,17 @@ def serve(config: Config) -> None:
     if not config.signature.signing_keys:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")
-    asyncio.run(run_server(app, config))
+    try:
+        asyncio.run(run_server(app, config))
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     # Closing the loop restored the default handlers: a repeated SIGTERM while the
     # interpreter winds down would turn a clean exit 0 into a kill.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
     log.info("stopped")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,8 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = dataclasses.replace(
             config, logging=dataclasses.replace(config.logging, level=args.log_level))
     setup_logging(config.logging.level, config.logging.format)
-    serve(config)
-    return 0
+    return serve(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -114,6 +114,12 @@ def _number(value: float) -> str:
     return format(value, ".12g")
 
 
+# increase() extrapolates to the edges of its window, so 150 failures can read 191.2: a count
+# in an alert text is rounded to a whole number and said to be approximate
+# (docs/alerting.md, "What Prometheus can count exactly").
+_ABOUT = '{{ $value | printf "%.0f" }}'
+
+
 def _increase(metric: str, config: AlertsConfig, window: str, selector: str = "",
               by: str = "job") -> str:
     labels = ", ".join(s for s in (f'job="{config.job}"', selector) if s)
@@ -133,7 +139,7 @@ def call_failures_high(config: AlertsConfig) -> Alert:
         f"{_increase(_FINAL, config, c.window, _FAILED)} > {_number(c.threshold)}",
         c.severity,
         "Many SignalWire calls failed on {{ $labels.job }}",
-        f"{{{{ $value | humanize }}}} calls ended failed in the last {c.window} "
+        f"About {_ABOUT} calls ended failed in the last {c.window} "
         f"(threshold: more than {_number(c.threshold)}), summed over directions.",
         c.pending_for, links=True)
 
@@ -193,7 +199,7 @@ def callbacks_rejected(config: AlertsConfig) -> Alert:
         f"{rejected} > {_number(c.threshold)}",
         c.severity,
         "SignalWire callbacks rejected as {{ $labels.outcome }} on {{ $labels.job }}",
-        f"/callbacks/{{{{ $labels.endpoint }}}} rejected {{{{ $value | humanize }}}} request(s) "
+        f"/callbacks/{{{{ $labels.endpoint }}}} rejected about {_ABOUT} request(s) "
         f"as {{{{ $labels.outcome }}}} in the last {c.window}. unauthorized = the "
         "signature did not match (signing key or public URL); invalid = a malformed or "
         "incomplete payload. Those callbacks were not counted.",
@@ -245,7 +251,7 @@ def ten_dlc_campaign_deactivated(config: AlertsConfig) -> Alert:
         _increase(_TEN_DLC, config, c.window, 'event_type="campaign_deactivated"') + " > 0",
         c.severity,
         "A 10DLC campaign was deactivated ({{ $labels.job }})",
-        f"{{{{ $value | humanize }}}} campaign_deactivated 10DLC event(s) in the last "
+        f"About {_ABOUT} campaign_deactivated 10DLC event(s) in the last "
         f"{c.window}: the campaign's numbers can no longer send SMS to US carriers. The "
         "alert resolves when the event is older than the window, not when the campaign is "
         "active again.",
@@ -262,7 +268,7 @@ def ten_dlc_number_assignment_failed(config: AlertsConfig) -> Alert:
         f"{failed} > 0",
         c.severity,
         "10DLC {{ $labels.event_type }} ({{ $labels.job }})",
-        f"{{{{ $value | humanize }}}} {{{{ $labels.event_type }}}} 10DLC event(s) in the last "
+        f"About {_ABOUT} {{{{ $labels.event_type }}}} 10DLC event(s) in the last "
         f"{c.window}: numbers that failed to join their campaign cannot send SMS under it; "
         "an unverified brand cannot register campaigns.",
         c.pending_for)

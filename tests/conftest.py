@@ -19,13 +19,22 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The Debian package that brings each tool the tests run, for the skip message.
+APT_PACKAGES = {"promtool": "prometheus", "prometheus": "prometheus",
+                "amtool": "prometheus-alertmanager",
+                "prometheus-alertmanager": "prometheus-alertmanager",
+                "redis-server": "redis-server", "wrk": "wrk", "docker-compose": "docker-compose",
+                "curl": "curl", "node": "nodejs", "valgrind": "valgrind"}
+
+
 def require_tool(name: str) -> str:
     """Path of an external tool; skip if absent, but fail in CI (it must be installed)."""
     path = shutil.which(name)
     if path is None:
         if os.environ.get("SIGNALWIRE_EXPORTER_REQUIRE_TOOLS"):
             pytest.fail(f"{name} is required here but not installed")
-        pytest.skip(f"{name} not installed (apt-get install prometheus prometheus-alertmanager)")
+        package = APT_PACKAGES.get(name)
+        pytest.skip(f"{name} not installed" + (f" (apt-get install {package})" if package else ""))
     return path
 
 

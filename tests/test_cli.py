@@ -242,3 +242,83 @@ def test_sigterm_exits_at_once_when_every_callback_was_scraped(exporter_process:
     assert get_status(request) == 200
     assert scraped_value(get(f"{exporter.url}/metrics")[1], COMPLETED) == 1
     assert exporter.stop() == 0
+
+
+# --- newcomer frictions (issue 14) ---------------------------------------------------------
+
+def at_a_terminal(*args: str, keys: list[bytes]) -> tuple[int, str]:
+    """Run the exporter on a pseudo-terminal (its controlling tty, as getpass wants),
+    typing each of ``keys`` after the next prompt; (exit code, everything it printed)."""
+    import os
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "exporter", *args])
+    output = b""
+    deadline = time.monotonic() + 30
+    pending = list(keys)
+    answered = 0  # output up to here has had its prompt answered
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and output[answered:].rstrip().endswith(b":"):
+                time.sleep(0.1)  # let getpass finish turning echo off (it flushes input)
+                os.write(fd, pending.pop(0))
+                answered = len(output)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_hash_password_asks_twice_at_a_terminal() -> None:
+    import bcrypt
+
+    code, out = at_a_terminal("hash-password", keys=[b"s3cret pass\n", b"s3cret pass\n"])
+    assert code == 0, out
+    assert "Again" in out
+    hashed = out.strip().splitlines()[-1].strip()
+    assert bcrypt.checkpw(b"s3cret pass", hashed.encode())
+    code, out = at_a_terminal("hash-password", keys=[b"one\n", b"two\n"])
+    assert code == 1 and "differ" in out and "$2" not in out
+
+
+def test_hash_password_ctrl_d_and_ctrl_c_end_without_a_traceback() -> None:
+    for key in (b"\x04", b"\x03"):
+        code, out = at_a_terminal("hash-password", keys=[key])
+        assert code == 1, out
+        assert "Traceback" not in out and "no password" in out
+
+
+def test_an_address_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("--listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and f"127.0.0.1:{port}" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_address_the_machine_lacks_is_one_line_and_exit_1() -> None:
+    result = cli("--listen-address", "192.0.2.1:9880")  # TEST-NET-1: never this machine's
+    assert result.returncode == 1
+    assert "error: cannot listen on 192.0.2.1:9880" in result.stderr
+    assert "Traceback" not in result.stderr

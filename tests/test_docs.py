@@ -106,3 +106,58 @@ def test_readme_quickstart_callback_is_counted(exporter_process: Any) -> None:
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert 'signalwire_calls_total{direction="unknown",status="completed"} 1.0' in outputs[1]
+
+
+# --- newcomer frictions (issue 14) ---------------------------------------------------------
+
+def test_docker_compose_commands_name_real_services() -> None:
+    import yaml
+
+    services = set(yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"])
+    for path in DOCS:
+        for match in re.finditer(r"docker compose (?:up|restart|logs|stop)[^`\n]*",
+                                 path.read_text()):
+            named = [word for word in match.group(0).split()[3:] if not word.startswith("-")]
+            assert set(named) <= services, (path.name, match.group(0))
+
+
+def test_generate_both_writes_two_files() -> None:
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    block = re.search(r"generate both in one go.*?```sh\n(.*?)```", text, flags=re.S)
+    assert block is not None
+    outputs = re.findall(r"(?:>|--output)\s+(\S+)", block.group(1))
+    assert len(outputs) == 2 and len(set(outputs)) == 2, outputs
+
+
+def test_prometheusrule_tool_has_help() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "prometheusrule.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout and "PrometheusRule" in result.stdout
+
+
+def test_the_config_the_readme_has_you_create_is_ignored_by_git() -> None:
+    lines = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/config.yaml" in lines or "config.yaml" in lines
+
+
+def test_skip_messages_and_the_readme_name_the_right_apt_packages() -> None:
+    import shutil
+
+    from .conftest import APT_PACKAGES
+
+    readme = (ROOT / "README.md").read_text()
+    apt_line = re.search(r"apt-get install ([a-z0-9 -]+)`", readme)
+    assert apt_line is not None
+    for tool in ("promtool", "prometheus-alertmanager", "redis-server", "docker-compose",
+                 "wrk"):
+        assert APT_PACKAGES[tool] in apt_line.group(1).split(), tool
+    if shutil.which("dpkg") is None:
+        return
+    for tool, package in APT_PACKAGES.items():
+        path = shutil.which(tool)
+        if path is None:
+            continue
+        owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
+        if owner.returncode == 0:  # else not from a Debian package here (pip, a tarball)
+            assert owner.stdout.split(":")[0] == package, (tool, owner.stdout)

@@ -1,6 +1,7 @@
 """Print the prometheus-operator PrometheusRule for the bundled alert rules.
 
     python3 tools/prometheusrule.py > deploy/kubernetes/prometheusrule.yaml
+    python3 tools/prometheusrule.py my-rules.yml > my-prometheusrule.yaml
     signalwire-exporter rules --config FILE | python3 tools/prometheusrule.py - > my-rule.yaml
 
 alerts/signalwire-exporter.rules.yml stays the one source of the rules (promtool tests it);
@@ -58,8 +59,20 @@ def render(rules_text: str) -> str:
 
 def main(argv: list[str]) -> int:
     """Rules from the file named by the one argument ('-' = stdin), else the bundled file."""
-    source = argv[0] if argv else str(RULES)
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="tools/prometheusrule.py",
+        description="Print the prometheus-operator PrometheusRule for a Prometheus rule file.")
+    parser.add_argument("rules", nargs="?", default=str(RULES),
+                        help="rule file to wrap, '-' for standard input "
+                             "(default: alerts/signalwire-exporter.rules.yml)")
+    source = parser.parse_args(argv).rules
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"error: {source}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     sys.stdout.write(render(text))
     return 0
 
