@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -32,6 +33,8 @@ KUBE = DEPLOY / "kubernetes"
 RULES = ROOT / "alerts" / "signalwire-exporter.rules.yml"
 JOB = "signalwire-exporter"
 EXPORTER = "signalwire-exporter"  # compose service: alerts/alertmanager.example.yml calls it so
+REPLICA_2 = "signalwire-exporter-2"  # the second replica of compose's replicas profile
+REPLICAS = DEPLOY / "kubernetes-replicas"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
@@ -125,16 +128,34 @@ def test_healthcheck_command_works_with_tls(exporter_process: Any, tmp_path: Pat
 
 # --- compose -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
+def compose_config(**environ: str) -> dict[str, Any]:
     """The compose file as docker-compose itself resolves it (paths made absolute)."""
     tool = require_tool("docker-compose")
     result = subprocess.run([tool, "--file", str(DEPLOY / "compose.yaml"), "config"],
                             capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "SIGNALWIRE_SIGNING_KEY": ""})
+                            env={"PATH": "/usr/bin:/bin", "SIGNALWIRE_SIGNING_KEY": "",
+                                 **environ})
     assert result.returncode == 0, result.stderr
     document: dict[str, Any] = yaml.safe_load(result.stdout)
     return document
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return compose_config()
+
+
+@pytest.fixture(scope="module")
+def compose_replicas() -> dict[str, Any]:
+    """The stack as deploy/.env.example says to set it for two replicas."""
+    return compose_config(COMPOSE_PROFILES="replicas", SIGNALWIRE_EXPORTER_STATE_BACKEND="redis")
+
+
+def exporter_config(service: dict[str, Any]) -> Any:
+    """The exporter config a compose service runs with: its file, its environment."""
+    environment = service["environment"]
+    return load_config(host_path(service, environment["SIGNALWIRE_EXPORTER_CONFIG"]),
+                       environ=environment)
 
 
 def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
@@ -156,7 +177,11 @@ def host_path(service: dict[str, Any], container_path: str) -> Path:
 
 
 def test_compose_stack_has_the_four_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {EXPORTER, "prometheus", "alertmanager", "grafana"}
+    services = compose["services"]
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == {EXPORTER, "prometheus", "alertmanager", "grafana"}
+    assert {name: services[name]["profiles"] for name in set(services) - default} == {
+        REPLICA_2: ["replicas"], "redis": ["replicas"]}
     build = compose["services"][EXPORTER]["build"]
     assert Path(build["context"]) == ROOT
     assert (ROOT / build["dockerfile"]).is_file()
@@ -170,9 +195,9 @@ def test_every_path_compose_mounts_exists_in_the_repo(compose: dict[str, Any]) -
 
 def test_compose_exporter_config_is_valid(compose: dict[str, Any]) -> None:
     exporter = compose["services"][EXPORTER]
-    config_path = exporter["environment"]["SIGNALWIRE_EXPORTER_CONFIG"]
-    config = load_config(host_path(exporter, config_path), environ=exporter["environment"])
+    config = exporter_config(exporter)
     assert config.port == 9880
+    assert config.state.backend == "memory"
     assert {"published": 9880, "target": 9880} in [
         {k: int(v) for k, v in port.items() if k in ("published", "target")}
         for port in exporter["ports"]]
@@ -183,7 +208,37 @@ def test_env_example_names_every_variable_compose_reads() -> None:
     used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", compose_text))
     example = (DEPLOY / ".env.example").read_text()
     listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, flags=re.M))
-    assert used == listed
+    assert used | {"COMPOSE_PROFILES"} == listed  # compose reads that one itself
+
+
+def test_compose_replicas_share_one_persistent_redis(compose_replicas: dict[str, Any]) -> None:
+    services = compose_replicas["services"]
+    configs = [exporter_config(services[name]) for name in (EXPORTER, REPLICA_2)]
+    for config in configs:
+        assert config.state.backend == "redis"
+        assert urlsplit(config.state.redis_url).hostname == "redis"
+        assert urlsplit(config.state.redis_url).port == 6379
+    assert configs[0].state == configs[1].state  # same Redis, same key prefix
+    published = [{int(port["published"]) for port in services[name]["ports"]}
+                 for name in (EXPORTER, REPLICA_2)]
+    assert published == [{9880}, {9881}]
+    redis = services["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    (data,) = [volume for volume in redis["volumes"] if volume.split(":")[1] == "/data"]
+    assert data.split(":")[0] in compose_replicas["volumes"]  # a named volume: kept
+    assert "ports" not in redis  # reachable by the exporters only
+
+
+def test_prometheus_scrapes_both_replicas(compose_replicas: dict[str, Any]) -> None:
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (job,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == JOB]
+    static = [target for group in job["static_configs"] for target in group["targets"]]
+    discovered = [f"{name}:{group['port']}" for group in job["dns_sd_configs"]
+                  for name in group["names"]]
+    assert static + discovered == [f"{EXPORTER}:9880", f"{REPLICA_2}:9880"]
+    (port,) = compose_replicas["services"][REPLICA_2]["ports"]
+    assert int(port["target"]) == 9880
 
 
 def test_prometheus_config_matches_the_compose_services(compose: dict[str, Any]) -> None:
@@ -363,6 +418,104 @@ def test_configmap_config_is_valid(manifests: dict[str, dict[str, Any]],
     config = load_config(path, environ={"SIGNALWIRE_SIGNING_KEY": "PSK_test"})
     assert config.port == 9880
     assert config.signature.signing_keys == ("PSK_test",)
+    assert config.state.backend == "memory"
+
+
+def test_manifests_pass_kubernetes_schema_validation(tmp_path: Path) -> None:
+    validate = require_tool("kubernetes-validate")
+    rendered = tmp_path / "replicas.yaml"
+    rendered.write_text(kustomize(REPLICAS))
+    # --strict: an unknown field is an error too. The prometheus-operator kinds have no
+    # built-in schema (a warning).
+    result = subprocess.run([validate, "--strict", "--quiet", *sorted(KUBE.glob("*.yaml")),
+                             str(rendered)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stdout + result.stderr
+
+
+def kustomize(directory: Path) -> str:
+    """What `kubectl apply -k directory` would apply, rendered offline."""
+    kubectl = require_tool("kubectl")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def replicas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(kind, name) → resource, as the kubernetes-replicas overlay renders them."""
+    return {(doc["kind"], doc["metadata"]["name"]): doc
+            for doc in yaml.safe_load_all(kustomize(REPLICAS))}
+
+
+def test_replicas_overlay_runs_two_exporters_on_redis(
+        replicas: dict[tuple[str, str], dict[str, Any]], tmp_path: Path) -> None:
+    deployment = replicas[("Deployment", JOB)]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {var["name"]: var for var in container["env"]}
+    assert env["SIGNALWIRE_EXPORTER_STATE_BACKEND"]["value"] == "redis"
+    # The Redis URL (it may carry a password) comes from the Secret the signing key is in.
+    url = env["SIGNALWIRE_EXPORTER_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    signing_key = env["SIGNALWIRE_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (url["name"], url["key"]) == (signing_key["name"], "redis-url")
+    # The ConfigMap's config, given that environment and the URL the overlay's notes
+    # put in the Secret, runs on that Redis.
+    notes = (REPLICAS / "kustomization.yaml").read_text()
+    (example_url,) = re.findall(r'redis-url="(redis://[^"]+)"', notes)
+    path = tmp_path / "config.yaml"
+    path.write_text(replicas[("ConfigMap", JOB)]["data"]["config.yaml"])
+    config = load_config(path, environ={
+        "SIGNALWIRE_EXPORTER_STATE_BACKEND": "redis",
+        "SIGNALWIRE_EXPORTER_REDIS_URL": example_url.replace("$REDIS_PASSWORD", "pw")})
+    assert config.state.backend == "redis"
+    # ... which is the overlay's Redis Service.
+    host = urlsplit(config.state.redis_url).hostname
+    service = replicas[("Service", str(host))]
+    redis = replicas[("Deployment", str(host))]
+    assert service["spec"]["ports"][0]["port"] == urlsplit(config.state.redis_url).port
+    assert matches(service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])
+    # Exporter pods and the Redis pod are told apart by every selector.
+    exporter_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not matches(service["spec"]["selector"], exporter_labels)
+    assert not matches(deployment["spec"]["selector"]["matchLabels"],
+                       redis["spec"]["template"]["metadata"]["labels"])
+
+
+def test_replicas_overlay_disruption_budget_keeps_one_serving(
+        replicas: dict[tuple[str, str], dict[str, Any]]) -> None:
+    budget = replicas[("PodDisruptionBudget", JOB)]["spec"]
+    deployment = replicas[("Deployment", JOB)]
+    redis = replicas[("Deployment", "signalwire-exporter-redis")]
+    assert matches(budget["selector"]["matchLabels"],
+                   deployment["spec"]["template"]["metadata"]["labels"])
+    assert not matches(budget["selector"]["matchLabels"],
+                       redis["spec"]["template"]["metadata"]["labels"])
+    assert 1 <= budget["minAvailable"] < deployment["spec"]["replicas"]
+
+
+def test_replicas_overlay_redis_keeps_its_data(
+        replicas: dict[tuple[str, str], dict[str, Any]]) -> None:
+    redis = replicas[("Deployment", "signalwire-exporter-redis")]
+    pod = redis["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/data"
+    (volume,) = pod["volumes"]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert ("PersistentVolumeClaim", claim) in replicas
+    assert redis["spec"]["strategy"]["type"] == "Recreate"  # one pod owns the volume
+    # The password it requires is the Secret's, and the pod runs as non-root.
+    password = {var["name"]: var for var in container["env"]}["REDIS_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+    assert "$(REDIS_PASSWORD)" in args
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for resource in replicas.values():
+        assert resource["metadata"]["namespace"] == "monitoring"
 
 
 def test_prometheusrule_is_generated_from_the_rule_file() -> None:
