@@ -244,6 +244,23 @@ def test_sigterm_exits_at_once_when_every_callback_was_scraped(exporter_process:
     assert exporter.stop() == 0
 
 
+def test_sigterm_with_the_redis_backend_needs_no_final_scrape(exporter_process: Any,
+                                                              redis_url: str) -> None:
+    # The counts are in Redis, not in the process: it stops at once, and a replica
+    # started afterwards on the same Redis serves them.
+    state = (f"state:\n  backend: redis\n  redis_url: '{redis_url}'\n"
+             "shutdown:\n  final_scrape_timeout_seconds: 600\n")
+    exporter = exporter_process(state)
+    request = urllib.request.Request(f"{exporter.url}/callbacks/voice",
+                                     data=call_body("in-redis"), method="POST")
+    assert get_status(request) == 200
+    exporter.proc.send_signal(signal.SIGTERM)
+    assert exporter.proc.wait(60) == 0  # far below the 600 s a scrape wait would allow
+    assert "serving /metrics until" not in exporter.log()
+    successor = exporter_process(state)
+    assert scraped_value(get(f"{successor.url}/metrics")[1], COMPLETED) == 1
+
+
 # --- newcomer frictions (issue 14) ---------------------------------------------------------
 
 def at_a_terminal(*args: str, keys: list[bytes]) -> tuple[int, str]:

@@ -462,3 +462,30 @@ async def test_dedupe_window_zero_texts_every_delivery(exporter_client: ClientFa
         response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
         assert await response.json() == {"sent": 1, "failed": 0}
     assert len(fake_api.messages) == 2
+
+
+async def test_two_replicas_on_one_redis_text_each_recipient_once(
+        exporter_client: ClientFactory, fake_api: FakeSignalWire, redis_url: str) -> None:
+    state = {"state": {"backend": "redis", "redis_url": redis_url}}
+    replicas = [await exporter_client({**relay_config(fake_api, TO), **state})
+                for _ in range(2)]
+    answers = await asyncio.gather(*(
+        replica.post("/alerts/sms", json=notification(externalURL=f"http://am-{n}:9093"),
+                     headers=BEARER) for n, replica in enumerate(replicas)))
+    assert [answer.status for answer in answers] == [200, 200]
+    assert sorted(m["To"] for m in fake_api.messages) == TO
+    assert sum(sample(replica, "signalwire_exporter_sms_total", result="duplicate")
+               for replica in replicas) == 2
+
+
+async def test_an_sms_one_replica_failed_is_sent_by_the_retry_on_another(
+        exporter_client: ClientFactory, fake_api: FakeSignalWire, redis_url: str) -> None:
+    state = {"state": {"backend": "redis", "redis_url": redis_url}}
+    first = await exporter_client({**relay_config(fake_api, max_attempts=1), **state})
+    second = await exporter_client({**relay_config(fake_api, max_attempts=1), **state})
+    fake_api.script[:] = [500]
+    response = await first.post("/alerts/sms", json=notification(), headers=BEARER)
+    assert response.status == 502
+    response = await second.post("/alerts/sms", json=notification(), headers=BEARER)
+    assert (response.status, await response.json()) == (200, {"sent": 1, "failed": 0})
+    assert len(fake_api.messages) == 1
