@@ -526,3 +526,25 @@ def test_prometheusrule_is_generated_from_the_rule_file() -> None:
         "run: python3 tools/prometheusrule.py > deploy/kubernetes/prometheusrule.yaml")
     rules = yaml.safe_load(RULES.read_text())
     assert yaml.safe_load(committed)["spec"]["groups"] == rules["groups"]
+
+
+def test_stop_timeouts_leave_room_for_the_exporters_own_stop(
+        compose: dict[str, Any], manifests: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    # After SIGTERM the exporter may wait for a last scrape, then drains: an orchestrator
+    # that kills it sooner loses exactly the counts that wait is for.
+    from exporter.cli import SHUTDOWN_TIMEOUT_SECONDS
+
+    def own_stop(config: Any) -> float:
+        return float(config.shutdown.final_scrape_timeout_seconds) + SHUTDOWN_TIMEOUT_SECONDS
+
+    exporter = compose["services"][EXPORTER]
+    assert float(exporter["stop_grace_period"].removesuffix("s")) > own_stop(
+        exporter_config(exporter))
+    path = tmp_path / "config.yaml"
+    path.write_text(manifests["ConfigMap"]["data"]["config.yaml"])
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > float(command[1]) + own_stop(
+        load_config(path, environ={}))
