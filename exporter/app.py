@@ -76,6 +76,7 @@ class Stopping:
 
     def __init__(self, handled: Callable[[], float]) -> None:
         self.active = False
+        self.given_up = False
         self._handled = handled
         self._scraped = 0.0  # handled() when the last scrape was rendered
         self._scrape = asyncio.Event()
@@ -85,16 +86,19 @@ class Stopping:
         self._scraped = self._handled()
         self._scrape.set()
 
+    def give_up(self) -> None:
+        """Stop waiting for the scrape now (a second SIGTERM or Ctrl-C)."""
+        self.given_up = True
+        self._scrape.set()
+
     async def final_scrape(self, timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, for a scrape that saw every callback."""
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self._scraped < self._handled():
+                while self._scraped < self._handled() and not self.given_up:
                     self._scrape.clear()
                     await self._scrape.wait()
-        except TimeoutError:
-            return False
-        return True
+        return self._scraped >= self._handled()
 
 
 class InFlight:

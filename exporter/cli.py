@@ -165,12 +165,16 @@ async def run_server(app: web.Application, config: Config) -> None:
                  extra={"fields": {"in_flight": in_flight.count + callbacks_in_flight.count}})
         await callbacks_in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)
         if exporter.store.backend == "memory":
+            for signum in (signal.SIGTERM, signal.SIGINT):  # a second one: stop waiting
+                loop.add_signal_handler(signum, exporter.stopping.give_up)
             timeout = config.shutdown.final_scrape_timeout_seconds
-            log.info("stopping: serving /metrics until the last counts are scraped",
+            log.info("stopping: serving /metrics until the last counts are scraped "
+                     "(a second signal stops at once)",
                      extra={"fields": {"timeout_seconds": timeout}})
             if not await exporter.stopping.final_scrape(timeout):
-                log.warning("stopping: no scrape came within shutdown."
-                            "final_scrape_timeout_seconds; the last counts are lost",
+                why = ("a second signal" if exporter.stopping.given_up else
+                       "no scrape within shutdown.final_scrape_timeout_seconds")
+                log.warning(f"stopping: {why}; the counts since the last scrape are lost",
                             extra={"fields": {"timeout_seconds": timeout}})
         await site.stop()
         await in_flight.drained(SHUTDOWN_TIMEOUT_SECONDS)

@@ -232,7 +232,23 @@ def test_sigterm_gives_up_waiting_for_a_scrape_after_the_timeout(exporter_proces
                                      data=call_body("unscraped"), method="POST")
     assert get_status(request) == 200
     assert exporter.stop() == 0
-    assert "no scrape came within" in exporter.log()
+    assert "no scrape within" in exporter.log()
+
+
+def test_a_second_signal_stops_the_wait_for_the_scrape(exporter_process: Any) -> None:
+    # Ctrl-C twice at a terminal, with nothing scraping: no 30 s wait.
+    exporter = exporter_process("shutdown:\n  final_scrape_timeout_seconds: 600\n")
+    request = urllib.request.Request(f"{exporter.url}/callbacks/voice",
+                                     data=call_body("unscraped"), method="POST")
+    assert get_status(request) == 200
+    exporter.proc.send_signal(signal.SIGINT)
+    for _ in range(200):
+        if "serving /metrics until" in exporter.log():
+            break
+        time.sleep(0.05)
+    exporter.proc.send_signal(signal.SIGINT)
+    assert exporter.proc.wait(60) == 0
+    assert "a second signal; the counts since the last scrape are lost" in exporter.log()
 
 
 def test_sigterm_exits_at_once_when_every_callback_was_scraped(exporter_process: Any) -> None:
