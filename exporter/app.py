@@ -35,6 +35,7 @@ from .logs import level_number
 from .metrics import ApiMetrics, ExporterMetrics, RelayMetrics, ReportMetrics, StatusMetrics
 from .reconcile import Prices, Reconciler
 from .signalwire_api import SignalWireApi
+from .slices import Slices
 from .store import MemoryStore, Store, state_group
 from .verify import read_body, read_fields
 
@@ -49,6 +50,7 @@ class Exporter:
     registry: CollectorRegistry
     metrics: ExporterMetrics
     store: Store  # per-call state and the cluster-wide metrics
+    slices: Slices  # the user's app/line labels
     event_level: int
     item_metrics: StatusMetrics
     failed_calls: reports.FailedCallReport
@@ -273,7 +275,8 @@ def callback_handler(endpoint: str, process: callbacks.Processor) -> Handler:
                 raise Rejected(405, "method_not_allowed",
                                f"use POST (or GET) for /callbacks/{endpoint}")
             fields = await read_fields(request, exporter.config)
-            outcome = await process(exporter, fields, endpoint)
+            app = exporter.slices.app(request.query) if exporter.slices.parameter else ""
+            outcome = await process(exporter, fields, endpoint, app)
         except Rejected as exc:
             exporter.metrics.callback(endpoint, exc.outcome)
             log_rejected("callback", exc, endpoint=endpoint)
@@ -428,10 +431,12 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     relay_metrics = RelayMetrics(registry)
     relay = (sms.SmsRelay(config.sms, relay_metrics, config.limits.read_timeout_seconds)
              if config.sms.enabled else None)
-    metrics = ExporterMetrics(registry, config.buckets, lambda: store.tracked_calls())
+    slices = Slices(config.labels)
+    metrics = ExporterMetrics(registry, config.buckets, lambda: store.tracked_calls(),
+                              slices.names)
     item_metrics = StatusMetrics(registry, config.buckets, {
         lifecycle.kind: functools.partial(lambda e: store.tracked_items(e), endpoint)
-        for endpoint, lifecycle in callbacks.LIFECYCLES.items()})
+        for endpoint, lifecycle in callbacks.LIFECYCLES.items()}, slices.names)
     store: Store
     if config.state.backend == "redis":
         from .redis_store import RedisStore  # the redis package loads only when used
@@ -443,7 +448,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     stopping = Stopping(lambda: sum(
         count for (_, outcome), count in callback_counts.items() if outcome != "stopping"))
     exporter = Exporter(
-        config=config, registry=registry, metrics=metrics, store=store,
+        config=config, registry=registry, metrics=metrics, store=store, slices=slices,
         event_level=level_number(config.logging.event_level),
         item_metrics=item_metrics,
         failed_calls=failed_calls,

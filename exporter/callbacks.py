@@ -26,6 +26,7 @@ from .payloads import (
     MESSAGE_STATUSES,
     RECORDING_STATUSES,
     TRANSCRIPTION_STATUSES,
+    MessageEvent,
     RecordingEvent,
     parse_call_event,
     parse_calling_event,
@@ -42,7 +43,8 @@ if TYPE_CHECKING:  # app imports this module to route to the processors
 event_log = logging.getLogger(EVENT_LOGGER)
 log = logging.getLogger(__name__)
 
-Processor = Callable[["Exporter", dict[str, str], str], Awaitable[Outcome]]
+# (exporter, fields, endpoint, app): ``app`` is the callback URL's app label (``slices``)
+Processor = Callable[["Exporter", dict[str, str], str, str], Awaitable[Outcome]]
 
 
 def skipped_fields(exporter: Exporter, endpoint: str, names: tuple[str, ...]) -> None:
@@ -53,8 +55,11 @@ def skipped_fields(exporter: Exporter, endpoint: str, names: tuple[str, ...]) ->
                 extra={"fields": {"endpoint": endpoint, "field": ",".join(names)}})
 
 
-async def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+async def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str,
+                       app: str) -> Outcome:
     event = parse_call_event(fields, endpoint)
+    if exporter.slices:
+        event.slice = exporter.slices.values(app, event.direction, event.to, event.from_)
     if event.invalid_fields:
         skipped_fields(exporter, endpoint, event.invalid_fields)
     store = exporter.store
@@ -89,9 +94,12 @@ ITEM_PARSERS: dict[str, Callable[[dict[str, str]], ItemEvent]] = {
 }
 
 
-async def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+async def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str,
+                       app: str) -> Outcome:
     """Messages, recordings and transcriptions: one path, one tracker per kind."""
     event = ITEM_PARSERS[endpoint](fields)
+    if exporter.slices and isinstance(event, MessageEvent):
+        event.slice = exporter.slices.values(app, event.direction, event.to, event.from_)
     if event.invalid_fields:
         skipped_fields(exporter, endpoint, event.invalid_fields)
     kind = LIFECYCLES[endpoint].kind
@@ -108,8 +116,8 @@ async def process_item(exporter: Exporter, fields: dict[str, str], endpoint: str
     return outcome
 
 
-async def process_calling(exporter: Exporter, fields: dict[str, str],
-                          endpoint: str) -> Outcome:
+async def process_calling(exporter: Exporter, fields: dict[str, str], endpoint: str,
+                          app: str) -> Outcome:
     """SignalWire's JSON ``calling.*`` events (SWML, RELAY, the Calling API).
 
     Each event is counted once by type and state (``Store.count_once``, keyed on what a
@@ -118,6 +126,9 @@ async def process_calling(exporter: Exporter, fields: dict[str, str],
     transcript event to the recording or transcription tracker.
     """
     event = parse_calling_event(fields)
+    if exporter.slices and event.call is not None:
+        call = event.call
+        call.slice = exporter.slices.values(app, call.direction, call.to, call.from_)
     if event.invalid_fields:
         skipped_fields(exporter, endpoint, event.invalid_fields)
     store = exporter.store
@@ -144,7 +155,8 @@ async def process_calling(exporter: Exporter, fields: dict[str, str],
     return outcome
 
 
-async def process_ten_dlc(exporter: Exporter, fields: dict[str, str], endpoint: str) -> Outcome:
+async def process_ten_dlc(exporter: Exporter, fields: dict[str, str], endpoint: str,
+                          app: str) -> Outcome:
     """10DLC status callbacks: no state to track, each event counted once by its key."""
     event = parse_ten_dlc_event(fields)
     first = await exporter.store.count_once(

@@ -162,6 +162,7 @@ class Decision:
     direction: str
     status: str = "unknown"
     moved_from: str | None = None
+    slice: tuple[str, ...] = ()  # the call's app/line label values (``slices``)
     duplicate: bool = False
     late: bool = False
     final_status: str | None = None
@@ -181,6 +182,7 @@ class Departed:
     reason: str
     was_in_progress: bool
     unfinished: bool
+    slice: tuple[str, ...] = ()
 
 
 # A tracked call is stored as one int (about 64 bytes) instead of a CallState object
@@ -270,6 +272,9 @@ class CallTracker:
         self._extra: dict[int | str, set[tuple[int | None, int]]] = {}
         self._removed = 0  # calls removed since self._calls was last rebuilt
         self._open: dict[int | str, None] = {}  # keys of calls without a final status
+        # app/line label values of calls that have them (only with ``labels:`` configured),
+        # fixed by the call's first event
+        self._slices: dict[int | str, tuple[str, ...]] = {}
         self.in_progress = 0
 
     def __len__(self) -> int:
@@ -285,11 +290,15 @@ class CallTracker:
                 departed.append(self._pop_oldest("capacity"))
             state = CallState(event.direction, now)
             self._order.append(key)
+            if event.slice:
+                self._slices[key] = event.slice
         else:
             state = unpack(packed)
             if self._extra:
                 state.extra = self._extra.get(key)
         decision = self._apply(state, event)
+        if self._slices:
+            decision.slice = self._slices.get(key, ())
         if not decision.duplicate:
             if self.lookups:
                 state.last_event = max(0, round((now - state.created) / _TICK))
@@ -403,6 +412,8 @@ class CallTracker:
         decision = self._apply(state, CallEvent(call_sid=call_sid, status=status,
                                                 direction=direction, endpoint="voice",
                                                 call_duration=duration))
+        if self._slices:
+            decision.slice = self._slices.get(key, ())
         state.lookup |= _SETTLED
         self._calls[key] = pack(state)
         if state.extra is not None:
@@ -468,6 +479,7 @@ class CallTracker:
             self._extra.pop(key, None)
         if state.final is None:
             self._open.pop(key, None)
+        slice_ = self._slices.pop(key, ()) if self._slices else ()
         self._removed += 1
         if self._removed >= self.max_calls:
             # A dict never shrinks as keys leave, and a full one that keeps
@@ -477,4 +489,4 @@ class CallTracker:
         was_in_progress = bool(state.flags & _IN_PROGRESS)
         if was_in_progress:
             self.in_progress -= 1
-        return Departed(state.direction, reason, was_in_progress, state.final is None)
+        return Departed(state.direction, reason, was_in_progress, state.final is None, slice_)

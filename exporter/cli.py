@@ -24,7 +24,15 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from . import __version__
 from .access import hash_password, tls_context
 from .app import CALLBACKS_IN_FLIGHT, EXPORTER, IN_FLIGHT, ExporterRunner, create_app
-from .config import ENV_CONFIG_PATH, LOG_LEVELS, Config, ConfigError, load_config, split_listen
+from .config import (
+    ENV_CONFIG_PATH,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    config_warnings,
+    load_config,
+    split_listen,
+)
 from .logs import setup_logging
 from .rules import render_rules
 
@@ -116,6 +124,8 @@ def check_config(path: str | None) -> int:
     # Name the file the env var chose too: in a container that is the usual way in.
     source = path or os.environ.get(ENV_CONFIG_PATH) or "built-in defaults"
     keys = len(config.signature.signing_keys)
+    for warning in config_warnings(config):
+        print(f"{source}: warning: {warning}")
     print(f"{source}: OK (listen {config.listen}, {keys} signing key(s))")
     return 0
 
@@ -209,6 +219,8 @@ def serve(config: Config) -> int:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     app = create_app(config, registry)
+    for warning in config_warnings(config):
+        log.warning(warning)
     if not config.signature.signing_keys:
         log.warning("signature checking is OFF: anyone who can reach the callback "
                     "endpoints can feed metrics; set signature.signing_keys")

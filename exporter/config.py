@@ -65,6 +65,28 @@ class TrackingConfig:
     item_ttl_seconds: float = 6 * 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class AppLabelConfig:
+    """Label ``app`` from a query parameter of the callback URL, from an allow-list."""
+
+    query_parameter: str | None = None
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsConfig:
+    """User-chosen, bounded slices of the call and message metrics (``slices``)."""
+
+    app: AppLabelConfig = field(default_factory=AppLabelConfig)
+    lines: tuple[tuple[str, str], ...] = ()  # (phone number, name)
+
+
+# Above this many (app, line) combinations per series, check-config warns (a series per
+# combination, status and direction); past MAX_LABEL_COMBINATIONS it refuses.
+LABEL_COMBINATIONS_WARNING = 100
+MAX_LABEL_COMBINATIONS = 1000
+
+
 STATE_BACKENDS = ("memory", "redis")
 
 
@@ -333,6 +355,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     buckets: BucketsConfig = field(default_factory=BucketsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -549,6 +572,64 @@ def _phone_list(value: Any) -> tuple[str, ...]:
     return _string_list(value)
 
 
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _slice_value(value: Any) -> str:
+    """A label value the user chose: short, plain, and not one the exporter uses itself."""
+    if not isinstance(value, str) or not _LABEL_VALUE.match(value) or value == "other":
+        raise ValueError("values must be 1-64 letters, digits or _.:- and not 'other' "
+                         "(the exporter's value for anything else)")
+    return value
+
+
+def _query_parameter(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not value.isascii() or "&" in value:
+        raise ValueError("must be the name of a query parameter, such as app")
+    return value
+
+
+def _label_values(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("must be a list of label values")
+    return tuple(dict.fromkeys(_slice_value(v) for v in value))
+
+
+def _lines(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ValueError('must map your numbers to names: {"+15551234567": main}')
+    lines = []
+    for number, name in value.items():
+        if not isinstance(number, str) or not number.strip():
+            raise ValueError("numbers must be strings (quote them: \"+15551234567\")")
+        lines.append((number.strip(), _slice_value(name)))
+    return tuple(lines)
+
+
+def label_combinations(labels: LabelsConfig) -> int:
+    """How many (app, line) label sets a series can be split into: each allowed value,
+    plus ``other`` and empty."""
+    apps = len(labels.app.values) + 2 if labels.app.query_parameter else 1
+    lines = len({name for _, name in labels.lines}) + 2 if labels.lines else 1
+    return apps * lines
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is allowed but worth a second look; check-config prints these, the server logs them."""
+    combinations = label_combinations(config.labels)
+    if combinations > LABEL_COMBINATIONS_WARNING:
+        return [f"labels: {combinations} (app, line) combinations split every call series "
+                f"that many ways (warned above {LABEL_COMBINATIONS_WARNING}); fewer app "
+                "values or line names keep Prometheus small"]
+    return []
+
+
 def _redis_url(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -589,6 +670,9 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "tracking.sweep_interval_seconds": _positive_float,
     "tracking.max_items": _positive_int,
     "tracking.item_ttl_seconds": _positive_float,
+    "labels.app.query_parameter": _query_parameter,
+    "labels.app.values": _label_values,
+    "labels.lines": _lines,
     "state.backend": _choice(STATE_BACKENDS),
     "state.redis_url": _redis_url,
     "state.key_prefix": _text,
@@ -765,6 +849,9 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     config = _sms_fallback(config)
     errors.extend(_sms_errors(config.sms, bad_keys))
     errors.extend(_api_errors(config))
+    if label_combinations(config.labels) > MAX_LABEL_COMBINATIONS:
+        errors.append(f"labels: {label_combinations(config.labels)} (app, line) "
+                      f"combinations; at most {MAX_LABEL_COMBINATIONS}")
     if config.state.backend == "redis" and not config.state.redis_url \
             and "state.redis_url" not in bad_keys:
         errors.append("state.redis_url: required when state.backend is redis "

@@ -147,7 +147,9 @@ class PlainHistogram:
 
     def observe(self, labels: Labels, value: float) -> None:
         """Count ``value`` in the first bucket whose bound is >= it (Prometheus' ``le``)."""
-        counts = self.series[labels]
+        counts = self.series.get(labels)
+        if counts is None:  # a label set not made up front: an app or line slice
+            counts = self.series[labels] = [0.0] * (len(self.bounds) + 1)
         counts[bisect_left(self.bounds, value)] += 1
         counts[-1] += value
 
@@ -186,26 +188,32 @@ class ExporterMetrics:
     """All metrics of one exporter instance, on one registry."""
 
     def __init__(self, registry: CollectorRegistry, buckets: BucketsConfig,
-                 tracked_calls: Callable[[], int]) -> None:
+                 tracked_calls: Callable[[], int], slice_names: Labels = ()) -> None:
+        """``slice_names``: the user's ``app``/``line`` labels (``slices``), which follow
+        ``direction`` wherever it is a label; the series made up front have them empty."""
         def counter(name: str, doc: str, labels: Iterable[str]) -> Counter:
             return Counter(name, doc, list(labels), registry=registry)
 
-        by_direction = [(d,) for d in DIRECTIONS]
+        empty = ("",) * len(slice_names)
+        dl = ("direction", *slice_names)  # the labels of a call: direction, then its slice
+        by_direction = [(d, *empty) for d in DIRECTIONS]
 
         def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> PlainHistogram:
-            return PlainHistogram(name, doc, ("direction",), bounds, by_direction)
+            return PlainHistogram(name, doc, dl, bounds, by_direction)
 
         self.status_events = PlainCounter(
             "signalwire_call_status_events_total",
             "Call status changes received; each (CallSid, SequenceNumber, status) once.",
-            ("status", "direction"), itertools.product(CALL_STATUSES, DIRECTIONS))
+            ("status", *dl), [(s, *d) for s, d in itertools.product(CALL_STATUSES,
+                                                                   by_direction)])
         self.calls = PlainCounter(
             "signalwire_calls_total",
             "Calls that reached a final status, counted once per call.",
-            ("status", "direction"), itertools.product(sorted(FINAL_CALL_STATUSES), DIRECTIONS))
+            ("status", *dl), [(s, *d) for s, d in itertools.product(
+                sorted(FINAL_CALL_STATUSES), by_direction)])
         self.in_progress = PlainGauge(
             "signalwire_calls_in_progress", "Calls answered and not yet final.",
-            ("direction",), by_direction)
+            dl, by_direction)
         self.duration = histogram(
             "signalwire_call_duration_seconds", "CallDuration of completed calls.",
             buckets.call_duration_seconds)
@@ -229,7 +237,7 @@ class ExporterMetrics:
             "signalwire_call_audio_in_packets_total",
             "Inbound audio packets of calls that report quality, by result "
             "(received, lost = skipped, discarded = flushed from the jitter buffer).",
-            ("direction", "result"))
+            (*dl, "result"))
         self.post_dial_delay = histogram(
             "signalwire_call_post_dial_delay_seconds",
             "Post-dial delay: initiated to ringing, from the events' Timestamps (1 s resolution).",
@@ -241,17 +249,19 @@ class ExporterMetrics:
         self.sip_responses = PlainCounter(
             "signalwire_call_sip_responses_total",
             "SIP final response to the INVITE, once per call; uncommon codes as code=\"other\".",
-            ("direction", "code", "class"))
+            (*dl, "code", "class"))
         self.expired = PlainCounter(
             "signalwire_calls_expired_total",
             "Calls dropped from tracking without a final status "
             "(reason: ttl = too old, capacity = store full).",
-            ("direction", "reason"), itertools.product(DIRECTIONS, ("ttl", "capacity")))
+            (*dl, "reason"), [(*d, r) for d, r in itertools.product(by_direction,
+                                                                  ("ttl", "capacity"))])
         self.end_reasons = PlainCounter(
             "signalwire_call_end_reasons_total",
             "Why calls of SignalWire's JSON call-state events ended (end_reason, "
             "normalised; unknown for new values), once per call with its final status.",
-            ("reason", "direction"), itertools.product(END_REASONS, DIRECTIONS))
+            ("reason", *dl), [(r, *d) for r, d in itertools.product(END_REASONS,
+                                                                  by_direction)])
         self.calling_events = PlainCounter(
             CALLING_EVENTS,
             "JSON calling.* events received (SWML, RELAY, Calling API) by event type and "
@@ -360,28 +370,28 @@ class ExporterMetrics:
 
     def record_call(self, event: CallEvent, decision: Decision) -> None:
         """Record one non-duplicate call event in the cluster-wide call metrics."""
-        direction = decision.direction
-        by_direction = (direction,)
-        self.status_events.inc((decision.status, direction))
+        slice_ = decision.slice
+        labels = (decision.direction, *slice_) if slice_ else (decision.direction,)
+        self.status_events.inc((decision.status, *labels))
         if decision.final_status is not None:
-            self.calls.inc((decision.final_status, direction))
+            self.calls.inc((decision.final_status, *labels))
             if event.end_reason is not None:
-                self.end_reasons.inc((event.end_reason, direction))
+                self.end_reasons.inc((event.end_reason, *labels))
         if decision.in_progress_delta:
-            self.in_progress.inc(by_direction, decision.in_progress_delta)
+            self.in_progress.inc(labels, decision.in_progress_delta)
         if decision.moved_from is not None:
-            self.in_progress.inc((decision.moved_from,), -1)
-            self.in_progress.inc(by_direction)
+            self.in_progress.inc((decision.moved_from, *slice_), -1)
+            self.in_progress.inc(labels)
         if decision.observe_duration and event.call_duration is not None:
-            self.duration.observe(by_direction, event.call_duration)
+            self.duration.observe(labels, event.call_duration)
         if decision.observe_quality:
-            self._record_quality(event, by_direction)
+            self._record_quality(event, labels)
         if decision.observe_sip and event.sip_result_code is not None:
-            self.sip_responses.inc((direction, *sip_labels(event.sip_result_code)))
+            self.sip_responses.inc((*labels, *sip_labels(event.sip_result_code)))
         if decision.post_dial_delay is not None:
-            self.post_dial_delay.observe(by_direction, decision.post_dial_delay)
+            self.post_dial_delay.observe(labels, decision.post_dial_delay)
         if decision.time_to_answer is not None:
-            self.time_to_answer.observe(by_direction, decision.time_to_answer)
+            self.time_to_answer.observe(labels, decision.time_to_answer)
 
     def _record_quality(self, event: CallEvent, by_direction: Labels) -> None:
         if event.audio_in_mos:
@@ -395,19 +405,19 @@ class ExporterMetrics:
         loss = event.packet_loss_ratio
         if loss is not None:
             self.packet_loss.observe(by_direction, loss)
-        direction = by_direction[0]
         for result, count in (("received", event.audio_in_media_packet_count),
                               ("lost", event.audio_in_skip_packet_count),
                               ("discarded", event.audio_in_flush_packet_count)):
             if count:
-                self.audio_packets.inc((direction, result), count)
+                self.audio_packets.inc((*by_direction, result), count)
 
     def record_departed(self, departed: Iterable[Departed]) -> None:
         for call in departed:
+            labels = (call.direction, *call.slice)
             if call.was_in_progress:
-                self.in_progress.inc((call.direction,), -1)
+                self.in_progress.inc(labels, -1)
             if call.unfinished:
-                self.expired.inc((call.direction, call.reason))
+                self.expired.inc((*labels, call.reason))
 
 
 # --- the same records as operations, for a store that applies them elsewhere -----------------
@@ -489,7 +499,7 @@ class StatusMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry, buckets: BucketsConfig,
-                 tracked: dict[str, Callable[[], int]]) -> None:
+                 tracked: dict[str, Callable[[], int]], slice_names: Labels = ()) -> None:
         def counter(name: str, doc: str, labels: Labels = (),
                     values: Iterable[str] | None = None) -> PlainCounter:
             series: Iterable[Labels] = [()] if values is None else [(v,) for v in values]
@@ -502,10 +512,11 @@ class StatusMetrics:
             "signalwire_message_status_events_total",
             "SMS/MMS status changes received; each (MessageSid, status) once.", ("status",),
             MESSAGE_STATUSES)
-        self.messages = counter(
+        self.messages = PlainCounter(
             "signalwire_messages_total",
-            "Messages that reached a final status, counted once per message.", ("status",),
-            sorted(FINAL_MESSAGE_STATUSES))
+            "Messages that reached a final status, counted once per message.",
+            ("status", *slice_names),
+            [(status, *("",) * len(slice_names)) for status in sorted(FINAL_MESSAGE_STATUSES)])
         self.message_errors = counter(
             "signalwire_message_errors_total",
             "Messages that reported an ErrorCode, once per message; uncommon codes as "
@@ -557,7 +568,7 @@ class StatusMetrics:
         if isinstance(event, MessageEvent):
             self.message_events.inc((event.status,))
             if decision.final_status is not None:
-                self.messages.inc((decision.final_status,))
+                self.messages.inc((decision.final_status, *event.slice))
             if once & ONCE_ERROR_CODE and event.error_code:
                 self.message_errors.inc((message_error_label(event.error_code),))
             if once & ONCE_SEGMENTS and event.num_segments:
@@ -583,7 +594,7 @@ def item_ops(metrics: StatusMetrics, event: ItemEvent) -> Ops:
     the delivery time is observed by the store itself, which alone knows it."""
     if isinstance(event, MessageEvent):
         ops: Ops = ["e", metrics.message_events.name, event.status, 1,
-                    "f", metrics.messages.name, "@F", 1]
+                    "f", metrics.messages.name, "|".join(("@F", *event.slice)), 1]
         if event.error_code:
             ops += ("g1", metrics.message_errors.name, message_error_label(event.error_code), 1)
         if event.num_segments:

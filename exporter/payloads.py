@@ -329,6 +329,8 @@ class CallEvent:
     raw_status: str = ""
     # the final status to record instead of ``status`` if the call was never answered
     unanswered_status: str | None = None
+    # app/line label values (``slices``), when the config names any
+    slice: tuple[str, ...] = ()
     # why a JSON calling event's call ended: a member of END_REASONS (None elsewhere)
     end_reason: str | None = None
     account_sid: str | None = None
@@ -564,6 +566,7 @@ class ItemStatus:
     status: str
     raw_status: str
     invalid_fields: tuple[str, ...] = ()  # optional numbers skipped as invalid, by name
+    slice: tuple[str, ...] = ()  # app/line label values (``slices``), when configured
 
 
 @dataclass(slots=True)
@@ -813,6 +816,7 @@ class CallingEvent:
     call: CallEvent | None = None
     item: RecordingEvent | TranscriptionEvent | None = None
     invalid_fields: tuple[str, ...] = ()  # optional numbers skipped as invalid, by name
+    slice: tuple[str, ...] = ()  # app/line label values (``slices``), when configured
 
     def log_fields(self) -> dict[str, object]:
         """Labels and ids only: ``device`` (phone numbers, SIP URIs) is never logged."""

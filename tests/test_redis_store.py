@@ -87,8 +87,15 @@ steps = st.lists(st.tuples(
     st.sampled_from([0.0, 0.5, 3.0, 40.0]), st.booleans()), max_size=40)
 
 
-def small_config(redis_url: str, prefix: str) -> Config:
+SLICE_NAMES = ("app", "line")
+SLICES = [("sales", "main"), ("other", ""), ("", "other"), ("support", "main")]
+
+
+def small_config(redis_url: str, prefix: str, sliced: bool = False) -> Config:
+    labels = {"app": {"query_parameter": "app", "values": ["sales", "support"]},
+              "lines": {"+15551234567": "main"}} if sliced else {}
     return parse_config({
+        "labels": labels,
         "tracking": {"max_calls": 3, "max_items": 2, "call_ttl_seconds": 100,
                      "item_ttl_seconds": 60},
         "state": {"backend": "redis", "redis_url": redis_url, "key_prefix": prefix},
@@ -100,11 +107,13 @@ def small_config(redis_url: str, prefix: str) -> Config:
 
 
 def stores(config: Config) -> tuple[MemoryStore, RedisStore]:
+    names = SLICE_NAMES if config.labels.lines else ()
+
     def metrics() -> tuple[CollectorRegistry, ExporterMetrics, StatusMetrics]:
         registry = CollectorRegistry()
         kinds = {lifecycle.kind: (lambda: 0) for lifecycle in LIFECYCLES.values()}
-        return (registry, ExporterMetrics(registry, config.buckets, lambda: 0),
-                StatusMetrics(registry, config.buckets, kinds))
+        return (registry, ExporterMetrics(registry, config.buckets, lambda: 0, names),
+                StatusMetrics(registry, config.buckets, kinds, names))
 
     _, calls, items = metrics()
     memory = MemoryStore(config, LIFECYCLES, calls, items,
@@ -129,8 +138,9 @@ def assert_same(memory: Plain, redis: Plain) -> None:
             assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (memory.name, labels)
 
 
-async def replay(redis_url: str, events: list[tuple[Any, float, bool]]) -> None:
-    config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
+async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
+                 sliced: bool = False) -> None:
+    config = small_config(redis_url, f"test-{uuid.uuid4().hex}:", sliced)
     memory, redis = stores(config)
     await redis.start()
     try:
@@ -176,7 +186,12 @@ def test_redis_and_memory_backends_count_the_same(redis_url: str, events: list[A
                                                   data: st.DataObject) -> None:
     # deliver some events again, later: the provider's retries
     again = data.draw(st.lists(st.sampled_from(events), max_size=8) if events else st.just([]))
-    asyncio.run(replay(redis_url, events + again))
+    sliced = data.draw(st.booleans())  # with app/line labels configured, or without
+    if sliced:
+        for event, _, _ in events:
+            if isinstance(event, CallEvent | MessageEvent):
+                event.slice = data.draw(st.sampled_from(SLICES))
+    asyncio.run(replay(redis_url, events + again, sliced))
 
 
 def test_a_long_lifecycle_stream_matches_too(redis_url: str) -> None:
