@@ -34,10 +34,10 @@ def test_nothing_configured_means_no_labels() -> None:
 
 
 def test_config_refuses_unsafe_values_and_warns_on_many_combinations() -> None:
-    with pytest.raises(ConfigError, match="labels.app.values"):
+    with pytest.raises(ConfigError, match=r"labels\.app\.values"):
         parse_config({"labels": {"app": {"query_parameter": "app",
                                          "values": ["a|b"]}}}, environ={})
-    with pytest.raises(ConfigError, match="labels.lines"):
+    with pytest.raises(ConfigError, match=r"labels\.lines"):
         parse_config({"labels": {"lines": {"+1555": "other"}}}, environ={})
     many = parse_config({"labels": {
         "app": {"query_parameter": "app", "values": [f"a{i}" for i in range(20)]},
