@@ -406,7 +406,8 @@ class CallTracker:
             return None
         state = unpack(packed)
         if state.final is not None:
-            return Decision(direction=state.direction, status=status, duplicate=True)
+            return Decision(direction=state.direction, status=status, duplicate=True,
+                            slice=self._slices.get(key, ()) if self._slices else ())
         if self._extra:
             state.extra = self._extra.get(key)
         decision = self._apply(state, CallEvent(call_sid=call_sid, status=status,

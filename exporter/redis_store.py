@@ -87,8 +87,9 @@ end
 # ARGV: prefix, sid, status, sequence ('' = none), direction, now, max_calls, stamp
 # ('' = none), has duration, has MOS, has SIP code ('1' or ''), unanswered status ('' =
 # none), in-progress family, expired family, report row JSON ('' = none), report size,
-# settle ('1': a final status from the REST API, see Store.settle), post-dial delay
-# family + bounds, time-to-answer family + bounds, then the operations.
+# settle ('1': a final status from the REST API, see Store.settle), the event's slice
+# ('|app|line' label values, '' without), post-dial delay family + bounds,
+# time-to-answer family + bounds, then the operations.
 # Returns {2} for a settle of an untracked call, {1, ...} for a duplicate.
 _CALL_SCRIPT = _APPLY_OPS + """
 local P, sid, status, seq, evdir = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -96,10 +97,10 @@ local now, max_calls, stamp = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local has_duration, has_mos, has_sip = ARGV[9] == '1', ARGV[10] == '1', ARGV[11] == '1'
 local unanswered, gauge, expired = ARGV[12], ARGV[13], ARGV[14]
 local row, report_size = ARGV[15], tonumber(ARGV[16])
-local settle = ARGV[17] == '1'
-local pdd_family, tta_family = ARGV[18], nil
+local settle, sl = ARGV[17] == '1', ARGV[18]
+local pdd_family, tta_family = ARGV[19], nil
 local pdd_bounds, tta_bounds, at
-pdd_bounds, at = read_bounds(19)
+pdd_bounds, at = read_bounds(20)
 tta_family = ARGV[at]
 tta_bounds, at = read_bounds(at + 1)
 local FINAL = {@FINALS@}
@@ -110,13 +111,14 @@ local function has(flags, b) return bit.band(flags, b) ~= 0 end
 
 local function depart(member, reason)
   local k = P .. 'c:' .. member
-  local st = redis.call('HMGET', k, 'dir', 'fin', 'fl')
+  local st = redis.call('HMGET', k, 'dir', 'fin', 'fl', 'sl')
   if st[1] then
+    local labels = st[1] .. (st[4] or '')
     if has(tonumber(st[3]) or 0, IN_PROGRESS) then
-      redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, st[1], -1)
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, labels, -1)
     end
     if not st[2] then
-      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, st[1] .. '|' .. reason, 1)
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, labels .. '|' .. reason, 1)
     end
   end
   redis.call('DEL', k)
@@ -124,10 +126,12 @@ local function depart(member, reason)
   redis.call('ZREM', P .. 'open', member)
 end
 
-local st = redis.call('HMGET', key, 'dir', 'fin', 'fl', 'ls', 'ti', 'tr', 'ta', 'cr', 'sd')
+local st = redis.call('HMGET', key, 'dir', 'fin', 'fl', 'ls', 'ti', 'tr', 'ta', 'cr', 'sd',
+                      'sl')
 local new = not st[1]
 if new and settle then return {2} end
-if settle and st[2] then return {1, st[1], status} end
+if not new then sl = st[10] or '' end
+if settle and st[2] then return {1, st[1], status, sl} end
 local created, settled = tonumber(st[8]) or now, st[9]
 local dir, fin, fl, ls = st[1], st[2] or nil, tonumber(st[3]) or 0, tonumber(st[4]) or -1
 local ti, tr, ta = tonumber(st[5]), tonumber(st[6]), tonumber(st[7])
@@ -146,7 +150,7 @@ if FINAL[status] then
   dup = settled or redis.call('HEXISTS', key, (seq == '' and 'a|' or 'sn|') .. status) == 1
 end
 if dup or redis.call('HEXISTS', key, seen) == 1 then
-  return {1, dir, status}
+  return {1, dir, status, sl}
 end
 
 local moved = ''
@@ -185,11 +189,11 @@ if stamp ~= '' then
     if changed then
       if not has(fl, PDD) and ti and tr and tr >= ti then
         fl = fl + PDD; pdd = tr - ti
-        observe(P, pdd_family, dir .. '|', pdd, pdd_bounds)
+        observe(P, pdd_family, dir .. sl .. '|', pdd, pdd_bounds)
       end
       if not has(fl, ANSWER) and tr and ta and ta >= tr then
         fl = fl + ANSWER; tta = ta - tr
-        observe(P, tta_family, dir .. '|', tta, tta_bounds)
+        observe(P, tta_family, dir .. sl .. '|', tta, tta_bounds)
       end
     end
   end
@@ -209,17 +213,18 @@ end
 if new then
   local order = redis.call('INCR', P .. 'order')
   redis.call('HSET', key, 'cr', now)
+  if sl ~= '' then redis.call('HSET', key, 'sl', sl) end
   redis.call('ZADD', zkey, order, sid)
   if not fin then redis.call('ZADD', P .. 'open', order, sid) end
 elseif final_status ~= '' then
   redis.call('ZREM', P .. 'open', sid)
 end
-if delta ~= 0 then redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir, delta) end
+if delta ~= 0 then redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir .. sl, delta) end
 if moved ~= '' then
-  redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, moved, -1)
-  redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir, 1)
+  redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, moved .. sl, -1)
+  redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir .. sl, 1)
 end
-apply_ops(P, at, cond, {D = dir, S = status, F = final_status})
+apply_ops(P, at, cond, {D = dir .. sl, S = status, F = final_status})
 if final_status ~= '' and row ~= '' then
   local entry = cjson.decode(row)
   if entry['reported'][final_status] then
@@ -231,7 +236,7 @@ if final_status ~= '' and row ~= '' then
 end
 local function flag(b) return b and 1 or 0 end
 return {0, dir, status, flag(late), final_status, delta, moved, flag(cond.d), flag(cond.q),
-        flag(cond.s), tostring(pdd), tostring(tta)}
+        flag(cond.s), tostring(pdd), tostring(tta), sl}
 """.replace("@FINALS@", _FINALS)
 
 # ARGV: prefix, kind, sid, status, now, max_items, is final, is start, is end ('1' or
@@ -318,13 +323,14 @@ local function sweep(zkey, hprefix, limit_deadline, gone)
 end
 sweep(P .. 'calls', P .. 'c:', deadline, function(k, member)
   redis.call('ZREM', P .. 'open', member)
-  local st = redis.call('HMGET', k, 'dir', 'fin', 'fl')
+  local st = redis.call('HMGET', k, 'dir', 'fin', 'fl', 'sl')
   if st[1] then
+    local labels = st[1] .. (st[4] or '')
     if bit.band(tonumber(st[3]) or 0, 1) ~= 0 then
-      redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, st[1], -1)
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, labels, -1)
     end
     if not st[2] then
-      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, st[1] .. '|ttl', 1)
+      redis.call('HINCRBYFLOAT', P .. 'm:' .. expired, labels .. '|ttl', 1)
     end
   end
 end)
@@ -629,7 +635,8 @@ class RedisStore:
             _flag(event.call_duration is not None), _flag(event.audio_in_mos),
             _flag(event.sip_result_code is not None), event.unanswered_status or "",
             metrics.in_progress.name, metrics.expired.name, row, report.max_entries,
-            _flag(settle), metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
+            _flag(settle), "".join(f"|{value}" for value in event.slice),
+            metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
             metrics.time_to_answer.name, *_bounds(metrics.time_to_answer),
             *call_ops(metrics, event)]
         if settle:
@@ -639,10 +646,11 @@ class RedisStore:
         if result[0] == 2:
             return None
         direction, status = _text(result[1]), _text(result[2])
+        slice_ = tuple(_text(result[-1]).split("|")[1:])
         if result[0]:
-            return Decision(direction=direction, status=status, duplicate=True)
+            return Decision(direction=direction, status=status, slice=slice_, duplicate=True)
         return Decision(
-            direction=direction, status=status, late=bool(result[3]),
+            direction=direction, status=status, slice=slice_, late=bool(result[3]),
             final_status=_text(result[4]) or None, in_progress_delta=int(result[5]),
             moved_from=_text(result[6]) or None, observe_duration=bool(result[7]),
             observe_quality=bool(result[8]), observe_sip=bool(result[9]),
