@@ -42,6 +42,7 @@ from .errors import Rejected, invalid
 from .metrics import RelayMetrics
 from .payloads import decode_json
 from .reports import mask_number
+from .signalwire_api import api_session
 
 if TYPE_CHECKING:
     from .store import Store
@@ -240,11 +241,8 @@ class SmsRelay:
                     f"{API_PATH.format(project_id=config.project_id)}")
 
     async def open(self) -> None:
-        credentials = f"{self.config.project_id}:{self.config.api_token}".encode()
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
-            headers={"Accept": "application/json",
-                     "Authorization": f"Basic {base64.b64encode(credentials).decode()}"})
+        self.session = api_session(self.config.project_id, self.config.api_token,
+                                   self.config.timeout_seconds)
 
     async def close(self) -> None:
         if self.session is not None:
