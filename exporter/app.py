@@ -27,7 +27,7 @@ from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from . import callbacks, reports, sms
+from . import callbacks, reports, runbook, sms
 from .access import BASIC_AUTH, BasicAuth, protected
 from .config import Config
 from .errors import Rejected
@@ -346,6 +346,11 @@ async def failed_calls_report(request: web.Request) -> web.Response:
         "Content-Disposition": 'inline; filename="failedCallReport.csv"'})
 
 
+async def runbook_handler(request: web.Request) -> web.Response:
+    """The runbook every alert links to, one anchor per alert (exporter/runbook.py)."""
+    return web.Response(text=runbook.page(), content_type="text/html")
+
+
 async def healthz(request: web.Request) -> web.Response:
     if request.app[EXPORTER].stopping.active:  # out of the load balancer's rotation
         return web.Response(status=503, text="stopping")
@@ -365,7 +370,8 @@ async def index(request: web.Request) -> web.Response:
         "POST /callbacks/calling       SWML/RELAY/Calling API calling.* events (JSON)\n"
         "POST /callbacks/10dlc         10DLC brand/campaign/number-assignment callbacks\n"
         "POST /alerts/sms              Alertmanager webhook → SMS (when configured)\n"
-        "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1)\n"))
+        "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1)\n"
+        "GET  /runbook                 what to do when an alert fires\n"))
 
 
 # --- background --------------------------------------------------------------------------
@@ -493,6 +499,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     route("GET", "/", index)
     route("GET", "/metrics", protected(metrics_handler))
     route("GET", "/healthz", healthz)
+    route("GET", "/runbook", runbook_handler)
     for endpoint, process in callbacks.PROCESSORS.items():
         route("*", f"/callbacks/{endpoint}", callback_handler(endpoint, process),
               callbacks_in_flight)

@@ -140,8 +140,11 @@ class LoggingConfig:
 
 
 SEVERITIES = ("critical", "warning", "info")
-DEFAULT_RUNBOOK_URL = (
-    "https://github.com/signalwire-exporter/signalwire-exporter/blob/main/docs/runbook.md")
+# Where users reach the exporter unless web.external_url says otherwise; the alerts' links
+# (runbook, failed-call report) default to pages the exporter itself serves there.
+DEFAULT_EXTERNAL_URL = "http://localhost:9880"
+DEFAULT_RUNBOOK_URL = f"{DEFAULT_EXTERNAL_URL}/runbook"
+DEFAULT_REPORT_URL = f"{DEFAULT_EXTERNAL_URL}/reports/failed-calls"
 
 
 # One dataclass per alert, keys from a shared vocabulary (see _ALERT_KEY_CHECKERS) so a new
@@ -226,7 +229,7 @@ class AlertsConfig:
 
     job: str = "signalwire-exporter"
     runbook_url: str = DEFAULT_RUNBOOK_URL
-    report_url: str = "http://localhost:9880/reports/failed-calls"
+    report_url: str = DEFAULT_REPORT_URL
     dashboard_url: str = "http://localhost:3000/d/signalwire-calls"
     call_failures_high: CallFailuresHighConfig = field(default_factory=CallFailuresHighConfig)
     call_failure_ratio_high: CallFailureRatioHighConfig = field(
@@ -341,10 +344,11 @@ class WebConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     basic_auth_users: tuple[tuple[str, str], ...] = ()  # (name, bcrypt hash)
+    external_url: str | None = None  # as Prometheus' --web.external-url
 
     def __repr__(self) -> str:  # the hashes are secrets too
         return (f"WebConfig(tls_cert_file={self.tls_cert_file!r}, "
-                f"tls_key_file={self.tls_key_file!r}, "
+                f"tls_key_file={self.tls_key_file!r}, external_url={self.external_url!r}, "
                 f"basic_auth_users=<{len(self.basic_auth_users)} hidden>)")
 
 
@@ -684,6 +688,7 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "web.tls_cert_file": _optional_file,
     "web.tls_key_file": _optional_file,
     "web.basic_auth_users": _basic_auth_users,
+    "web.external_url": _optional_url,
     "sms.space_url": _space_url,
     "sms.project_id": _text,
     "sms.api_token": _text,
@@ -846,6 +851,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     if not bad_keys & {"web.tls_cert_file", "web.tls_key_file"} and (
             (config.web.tls_cert_file is None) != (config.web.tls_key_file is None)):
         errors.append("web: tls_cert_file and tls_key_file must be set together")
+    config = _external_links(config, data)
     config = _sms_fallback(config)
     errors.extend(_sms_errors(config.sms, bad_keys))
     errors.extend(_api_errors(config))
@@ -859,6 +865,21 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _external_links(config: Config, data: Any) -> Config:
+    """The alerts' runbook and report links under web.external_url, unless given themselves."""
+    external = config.web.external_url
+    if external is None:
+        return config
+    alerts = data.get("alerts") if isinstance(data, dict) else None
+    given = set(alerts) if isinstance(alerts, dict) else set()
+    links = config.alerts
+    if "runbook_url" not in given:
+        links = replace(links, runbook_url=f"{external}/runbook")
+    if "report_url" not in given:
+        links = replace(links, report_url=f"{external}/reports/failed-calls")
+    return replace(config, alerts=links)
 
 
 def _sms_errors(sms: SmsConfig, bad_keys: set[str]) -> list[str]:

@@ -71,6 +71,7 @@ def test_wheel_holds_the_package_and_the_command(wheel: Path) -> None:
         metadata = archive.read(f"{info}/METADATA").decode()
     modules = {f"exporter/{p.name}" for p in (ROOT / "exporter").glob("*.py")}
     assert modules <= names
+    assert "exporter/runbook.md" in names  # GET /runbook serves it
     assert not any(name.startswith("tests/") for name in names)
     assert "signalwire-exporter = exporter.cli:main" in entry_points
     assert f"Version: {__version__}" in metadata

@@ -94,7 +94,7 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section() -> None:
         assert {"summary", "description", "runbook_url"} <= set(annotations)
         assert "{{ $value" in annotations["description"], rule["alert"]
         base, _, anchor = annotations["runbook_url"].partition("#")
-        assert base.endswith("docs/runbook.md") and anchor in anchors, rule["alert"]
+        assert base.endswith("/runbook") and anchor in anchors, rule["alert"]
         if rule["alert"] in LINKED:
             assert annotations["report_url"].endswith("/reports/failed-calls")
             assert "/d/signalwire-calls" in annotations["dashboard_url"]
