@@ -23,6 +23,10 @@ HEADER = """\
 # `alerts:` section and regenerate rather than editing this file. See docs/alerting.md.
 """
 
+# Every replica exports this series (always 1) with its state group: replicas of one group
+# serve the same cluster-wide values; a memory-backend process is a group of its own.
+STATE_INFO = "signalwire_exporter_state_info"
+
 # Counters summed over instances (and, for alerts, directions) per job.
 _FINAL = "signalwire_calls_total"
 _NOT_ANSWERED = 'status=~"failed|busy|no-answer"'
@@ -59,9 +63,38 @@ def _ratio(numerator: str, denominator: str) -> str:
     return f"{numerator}\n  /\n({denominator} > 0)"
 
 
+def _labels(*lists: str) -> str:
+    """Label lists joined, each name once: ("job", "job, status") → "job, status"."""
+    names = (name.strip() for names in lists for name in names.split(","))
+    return ", ".join(dict.fromkeys(name for name in names if name))
+
+
+def once_per_group(expr: str, by: str = "", window: str = "") -> str:
+    """``sum by (by) (expr)`` of a cluster-wide series, each state group counted once.
+
+    Replicas of one group (``STATE_INFO``'s ``group``) serve the same values, so: sum each
+    replica's series to ``by``, keep the largest replica of each group, add up the groups.
+    A memory-backend process is a group of its own, so N of them add up as before. Largest,
+    because a replica that stopped or started inside the window has a shorter window, so a
+    smaller rate or increase; the group is looked up over the same ``window`` so that such a
+    replica (a stopped memory process: counts nobody else has) still counts, and ``topk``
+    keeps one group per target where a restarted memory process had two. Only the labels
+    ``by`` names must be named: any other label (app, line, target labels such as pod) is
+    summed within a replica first. ``window`` empty: a gauge, the current group.
+    """
+    keep = _labels("job", by)
+    groups = (f"topk by (job, instance) (1, last_over_time({STATE_INFO}[{window}]))"
+              if window else STATE_INFO)
+    outer = f"sum by ({by})" if by else "sum"
+    return (f"{outer} (max by ({_labels(keep, 'group')}) (\n"
+            f"  sum by ({_labels(keep, 'instance')}) ({expr})\n"
+            f"  * on (job, instance) group_left (group)\n"
+            f"  {groups}\n))")
+
+
 def _sum_rate(metric: str, by: str, selector: str = "", window: str = "5m") -> str:
     braces = f"{{{selector}}}" if selector else ""
-    return f"sum by ({by}) (rate({metric}{braces}[{window}]))"
+    return once_per_group(f"rate({metric}{braces}[{window}])", by, window)
 
 
 def _quantiles(record: str, histogram: str, quantiles: tuple[str, ...]) -> list[Record]:
@@ -76,16 +109,18 @@ def _quantiles(record: str, histogram: str, quantiles: tuple[str, ...]) -> list[
 def recording_rules() -> list[Record]:
     """The fixed-name series dashboards and reports query, all per job over instances."""
     sd, d = "job, status, direction", "job, direction"
-    final = _sum_rate(_FINAL, d)
+    # Later rules of a group see this evaluation's earlier ones: the call ratios divide the
+    # recorded rates rather than counting each group once again.
+    calls, attempts = "signalwire:calls:rate5m", "signalwire:call_attempts:rate5m"
     return [
         Record("signalwire:call_status_events:rate5m",
                _sum_rate("signalwire_call_status_events_total", sd)),
-        Record("signalwire:calls:rate5m", _sum_rate(_FINAL, sd)),
-        Record("signalwire:call_attempts:rate5m", final),
+        Record(calls, _sum_rate(_FINAL, sd)),
+        Record(attempts, f"sum by ({d}) ({calls})"),
         Record("signalwire:call_answer_seizure_ratio:5m",
-               _ratio(_sum_rate(_FINAL, d, 'status="completed"'), final)),
+               _ratio(f'sum by ({d}) ({calls}{{status="completed"}})', attempts)),
         Record("signalwire:call_failure_ratio:5m",
-               _ratio(_sum_rate(_FINAL, d, _NOT_ANSWERED), final)),
+               _ratio(f"sum by ({d}) ({calls}{{{_NOT_ANSWERED}}})", attempts)),
         Record("signalwire:call_duration_seconds:avg5m",
                _ratio(_sum_rate("signalwire_call_duration_seconds_sum", d),
                       _sum_rate("signalwire_call_duration_seconds_count", d))),
@@ -121,9 +156,14 @@ _ABOUT = '{{ $value | printf "%.0f" }}'
 
 
 def _increase(metric: str, config: AlertsConfig, window: str, selector: str = "",
-              by: str = "job") -> str:
+              by: str = "job", per_replica: bool = False) -> str:
+    """Increase over ``window`` per ``by``: each state group once, or (``per_replica``, the
+    exporter's own ``signalwire_exporter_*`` counts) summed over the replicas."""
     labels = ", ".join(s for s in (f'job="{config.job}"', selector) if s)
-    return f"sum by ({by}) (increase({metric}{{{labels}}}[{window}]))"
+    increase = f"increase({metric}{{{labels}}}[{window}])"
+    if per_replica:
+        return f"sum by ({by}) ({increase})"
+    return once_per_group(increase, by, window)
 
 
 def _share_with_minimum(part: str, whole: str, max_ratio: float, min_count: float) -> str:
@@ -193,7 +233,8 @@ def call_quality_low(config: AlertsConfig) -> Alert:
 def callbacks_rejected(config: AlertsConfig) -> Alert:
     c = config.callbacks_rejected
     rejected = _increase("signalwire_exporter_callbacks_total", config, c.window,
-                         f'outcome=~"{"|".join(c.outcomes)}"', "job, endpoint, outcome")
+                         f'outcome=~"{"|".join(c.outcomes)}"', "job, endpoint, outcome",
+                         per_replica=True)
     return Alert(
         "SignalWireCallbacksRejected",
         f"{rejected} > {_number(c.threshold)}",

@@ -6,12 +6,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from exporter.config import AlertsConfig, ConfigError, parse_config
-from exporter.rules import ALERTS, render_rules
+from exporter.config import AlertsConfig, BucketsConfig, ConfigError, parse_config
+from exporter.metrics import ExporterMetrics, StatusMetrics
+from exporter.rules import ALERTS, STATE_INFO, render_rules
 
 from .conftest import ROOT, require_tool
 
@@ -106,8 +109,11 @@ def test_promtool_checks_the_shipped_rules() -> None:
     assert f"SUCCESS: {len(RECORDS) + 4 + len(ALERT_NAMES)} rules found" in result.stdout
 
 
+TESTS = sorted((ROOT / "alerts" / "tests").glob("*.test.yml"))
+
+
 def test_promtool_unit_tests_pass() -> None:
-    tests = sorted((ROOT / "alerts" / "tests").glob("*.test.yml"))
+    tests = TESTS
     assert len(tests) >= 4
     result = promtool("test", "rules", *map(str, tests))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -180,3 +186,146 @@ def test_callbacks_missing_reads_its_share_window_and_minimum_from_the_config() 
         rule["expr"])
     assert ") > 0.2\nand\n" in rule["expr"] and rule["expr"].endswith(">= 50")
     assert rule["for"] == "5m" and rule["labels"] == {"severity": "critical"}
+
+
+# --- the same traffic served by a group of Redis replicas ----------------------------------
+
+def cluster_wide() -> set[str]:
+    """The families a shared backend serves alike from every replica of a group."""
+    registry = CollectorRegistry()
+    shared = (*ExporterMetrics(registry, BucketsConfig(), lambda: 0).shared,
+              *StatusMetrics(registry, BucketsConfig(), {"message": lambda: 0}).shared)
+    return {series.name for series in shared}
+
+
+def expand(values: str) -> list[float | None]:
+    """promtool's expanding notation (a+bxn, axn, _, _xn, stale) as one value per step;
+    None for a missing sample or a stale marker."""
+    out: list[float | None] = []
+    for item in values.split():
+        if item in ("_", "stale"):
+            out.append(None)
+        elif match := re.fullmatch(r"_x(\d+)", item):
+            out += [None] * int(match.group(1))
+        elif match := re.fullmatch(r"(-?[\d.]+)(?:([+-])([\d.]+))?x(\d+)", item):
+            start, step = float(match.group(1)), float(match.group(3) or 0)
+            step = -step if match.group(2) == "-" else step
+            out += [start + i * step for i in range(int(match.group(4)) + 1)]
+        else:
+            out.append(float(item))
+    return out
+
+
+@pytest.mark.parametrize("values, expected", [
+    ("0+2x3 _x2 5", [0, 2, 4, 6, None, None, 5]), ("1x2 stale -1", [1, 1, 1, None, -1]),
+    ("4-1x2 _", [4, 3, 2, None])])
+def test_expand_reads_promtool_notation(values: str, expected: list[float | None]) -> None:
+    assert expand(values) == expected
+
+
+SERIES = re.compile(r"([a-zA-Z_:][\w:]*)\{(.*)\}")
+REDIS = {"backend": "redis", "group": "redis:signalwire-exporter:"}
+
+
+def parse(series: str) -> tuple[str, dict[str, str]]:
+    match = SERIES.fullmatch(series)
+    assert match, series
+    return match.group(1), dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+
+
+def selector(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+
+
+def values_text(values: list[float | None]) -> str:
+    return " ".join("_" if value is None else f"{value:g}" for value in values)
+
+
+def pad(values: list[float], length: int) -> list[float]:
+    return values + [values[-1] if values else 0.0] * (length - len(values))
+
+
+def redis_variant(case: dict[str, Any], replicas: int, one_down: bool,
+                  shared: set[str]) -> dict[str, Any] | None:
+    """``case`` with its traffic served by ``replicas`` Redis replicas of one group (plus,
+    with ``one_down``, another one that stops halfway): each cluster-wide series, summed over
+    the case's instances, is exported alike by every replica; the exporter's own per-replica
+    series stay where they were. None when the case has nothing cluster-wide, shows a
+    memory process restarting (gaps: no Redis equivalent) or is a Redis case already; the
+    expectations must hold as they are."""
+    summed: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+    kept, targets = [], {}
+    for item in case["input_series"]:
+        name, labels = parse(item["series"])
+        if name == STATE_INFO:
+            if labels["backend"] == "redis":
+                return None  # already a Redis case (replicas.test.yml)
+            continue
+        targets.setdefault(labels["job"], {})[labels["instance"]] = None
+        if re.sub(r"_(bucket|sum|count)$", "", name) not in shared:
+            kept.append(item)
+            continue
+        expanded = expand(item["values"])
+        if None in expanded:
+            return None
+        values = [value for value in expanded if value is not None]
+        key = (name, tuple((k, v) for k, v in labels.items() if k != "instance"))
+        # A series that ends early keeps its count: the shared store does.
+        before = summed.get(key, [])
+        width = max(len(before), len(values))
+        summed[key] = [a + b for a, b in zip(pad(before, width), pad(values, width), strict=True)]
+    if not summed:
+        return None
+    length = max(len(values) for values in summed.values())
+    series = list(kept)
+    for job, instances in targets.items():
+        names = list(instances)
+        names += [f"r{i}:9880" for i in range(len(names), max(replicas, len(names)))]
+        groups = {name: [1.0] * length for name in names}
+        if one_down:  # its scrapes fail halfway: a stale marker, then nothing
+            groups["down:9880"] = [1.0] * (length // 2)
+        for instance, alive in groups.items():
+            suffix = " stale" if len(alive) < length else ""
+            series.append({"series": selector(STATE_INFO, {
+                "job": job, "instance": instance, **REDIS}), "values": values_text(
+                alive) + suffix})
+            for (name, labels), values in summed.items():
+                if dict(labels)["job"] == job:
+                    series.append({"series": selector(name, {**dict(labels),
+                                                             "instance": instance}),
+                                   "values": values_text(values[:len(alive)]) + suffix})
+    return {**case, "input_series": series}
+
+
+def rules_tested(cases: list[dict[str, Any]]) -> set[str]:
+    names = {test["alertname"] for case in cases for test in case.get("alert_rule_test", [])}
+    for case in cases:
+        for test in case.get("promql_expr_test", []):
+            names |= set(re.findall(r"signalwire:[a-z0-9_:]+", test["expr"]))
+    return names
+
+
+@pytest.mark.parametrize(("replicas", "one_down"), [(2, False), (3, False), (2, True)])
+def test_every_rule_counts_a_redis_group_once(tmp_path: Path, replicas: int,
+                                              one_down: bool) -> None:
+    """Every promtool case with cluster-wide traffic, that traffic served alike by two or
+    three Redis replicas (or two and a third that stops halfway), expects the same alerts
+    and recorded values as with one process."""
+    shared, covered = cluster_wide(), set()
+    files = []
+    for path in TESTS:
+        document = yaml.safe_load(path.read_text())
+        cases = [variant for case in document["tests"]
+                 if (variant := redis_variant(case, replicas, one_down, shared))]
+        if not cases:
+            continue
+        covered |= rules_tested(cases)
+        out = tmp_path / path.name
+        out.write_text(yaml.safe_dump({**document, "rule_files": [str(RULES)],
+                                      "tests": cases}, sort_keys=False, width=1000))
+        files.append(str(out))
+    # Every recording rule, and every alert on cluster-wide series.
+    per_replica = {"SignalWireCallbacksRejected", "SignalWireExporterDown"}
+    assert covered >= set(RECORDS) | set(ALERT_NAMES) - per_replica
+    result = promtool("test", "rules", *files, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
