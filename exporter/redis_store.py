@@ -584,10 +584,17 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
         if self._spool:
-            # a last try: a clean stop should hand its spool to Redis
-            with contextlib.suppress(*_DOWN):
-                async with asyncio.timeout(self.config.state.timeout_seconds * 2):
-                    await self._drain_once()
+            # A clean stop hands its spool to Redis, trying for as long as a memory
+            # backend would wait for its final scrape (shutdown.final_scrape_timeout_seconds).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(self.config.shutdown.final_scrape_timeout_seconds,
+                                         self.config.state.timeout_seconds)
+            while self._spool and loop.time() < deadline:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        await self._drain_once()
+                except (*_DOWN, TimeoutError):
+                    await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
             if self._spool:
                 log.warning("state store unreachable at stop: spooled callbacks lost",
                             extra={"fields": {"spooled": len(self._spool)}})

@@ -220,3 +220,37 @@ def test_a_final_callback_after_a_settle_is_a_duplicate_in_both(redis_url: str) 
         (call("failed", 3), 1.0, False), (call("completed", 3), 1.0, False),
         (("settle", "c1", "busy", "inbound", None), 1.0, False),
         (("settle", "c9", "busy", "inbound", None), 1.0, False)]))
+
+
+def test_a_stopping_replica_hands_its_spool_to_redis_once_it_is_back(tmp_path) -> None:
+    """Callbacks spooled while Redis was away are applied at stop, if Redis returns in time."""
+    from .servers import RedisServer
+
+    server = RedisServer(tmp_path)  # started
+
+    async def scenario() -> None:
+        config = parse_config({
+            "state": {"backend": "redis", "redis_url": server.url, "timeout_seconds": 0.5},
+            "shutdown": {"final_scrape_timeout_seconds": 20}}, environ={})
+        _, redis = stores(config)
+        await redis.start()
+        server.kill()
+        event = CallEvent(call_sid="s1", status="completed", direction="inbound",
+                          endpoint="voice", call_duration=12)
+        decision = await redis.call(event, 1_000.0)
+        assert not decision.duplicate and redis.up._value.get() == 0
+        closing = asyncio.create_task(redis.close())
+        await asyncio.sleep(1.0)
+        assert not closing.done()  # still trying
+        server.start()
+        await asyncio.wait_for(closing, 30)
+        _, check = stores(config)  # another replica's view of the group
+        await check.before_scrape()
+        assert check.metrics.calls.values[("completed", "inbound")] == 1
+        assert check.metrics.duration.series[("inbound",)][-1] == 12
+        await check.redis.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
