@@ -5,8 +5,11 @@ and exits 1 when a committed file is stale (tests/test_grafana.py does the same 
 
 Query conventions, kept by the helpers below:
 - every panel reads the ``$datasource`` variable, never a fixed datasource uid;
-- raw exporter metrics are filtered by ``$job``, ``$instance`` and ``$direction`` and summed,
-  so several replicas behind one job add up; the call and message metrics that carry the
+- raw exporter metrics are filtered by ``$job``, ``$instance`` and ``$direction`` and summed
+  over replicas: the cluster-wide call, message and other ``signalwire_*`` series with each
+  state group once (``total``: Redis replicas serving the same values count once, memory
+  processes add up), the exporter's own ``signalwire_exporter_*`` series plainly
+  (``per_replica``: each replica counts its own work); the call and message metrics that carry the
   ``app`` and ``line`` labels (config ``labels:``) are also filtered by ``$app`` and ``$line``,
   whose "All" is ``.*`` so series without those labels still match. Recording rules
   (``alerts/``) are already summed over instances, apps and lines per job, so the few panels
@@ -22,11 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from exporter.rules import once_per_group
 
 Json = dict[str, Any]
 
@@ -105,8 +111,24 @@ def increase(metric: str, matchers: str = RAW, window: str = "$__range") -> str:
     return f"increase({metric}{{{matchers}}}[{window}])"
 
 
+def window(expr: str) -> str:
+    """The range of ``expr``'s range vectors ("" for none: a gauge); one per expression."""
+    ranges = set(re.findall(r"\[([^\]]+)\]", expr))
+    if len(ranges) > 1:
+        raise ValueError(f"more than one range in {expr!r}")
+    return ranges.pop() if ranges else ""
+
+
 def total(expr: str, by: str = "") -> str:
-    """Sum over instances (and directions, unless ``by`` keeps them)."""
+    """Sum of a cluster-wide series over instances (and directions, unless ``by`` keeps them),
+    each state group once: Redis replicas serving the same values count once, memory-backend
+    processes add up (``exporter.rules.once_per_group``, as in the recording rules)."""
+    return once_per_group(expr, by, window(expr))
+
+
+def per_replica(expr: str, by: str = "") -> str:
+    """Sum over instances of the exporter's own series (``signalwire_exporter_*``: each
+    replica counts its own work), directions too unless ``by`` keeps them."""
     return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
 
 
@@ -218,7 +240,7 @@ def timeseries(title: str, description: str, unit: str, targets: Sequence[Json],
 def heatmap(title: str, description: str, histogram: str, unit: str, matchers: str = RAW,
             exemplar: bool = False) -> Json:
     """Bucket counts per time slot; the panel's 1m minimum interval keeps slots apart."""
-    expr = f"sum by (le) ({increase(histogram + '_bucket', matchers, '$__interval')})"
+    expr = total(increase(histogram + "_bucket", matchers, "$__interval"), "le")
     panel = _panel("heatmap", title, description, unit,
                    [target(expr, "{{le}}", heatmap=True, exemplar=exemplar)], NEUTRAL, {
                        "calculate": False, "cellGap": 1,
@@ -561,7 +583,7 @@ def reconciliation() -> Section:
         (8, timeseries("REST API requests by outcome",
                        "Requests the exporter made to the SignalWire REST API, per second, by "
                        "outcome." + note, "reqps",
-                       [target(total(rate("signalwire_exporter_api_requests_total", TARGET),
+                       [target(per_replica(rate("signalwire_exporter_api_requests_total", TARGET),
                                      "outcome"), "{{outcome}}")])),
     )
 
@@ -655,13 +677,13 @@ def exporter_health() -> Section:
         8,
         (8, timeseries("Callbacks by outcome",
                        "Requests to the callback endpoints per second, by outcome.", "reqps",
-                       [target(total(rate(callbacks, TARGET), "outcome"), "{{outcome}}")],
+                       [target(per_replica(rate(callbacks, TARGET), "outcome"), "{{outcome}}")],
                        colours=OUTCOME_COLOURS)),
         (8, timeseries("Refused callbacks",
                        "Callbacks refused and so not counted, by endpoint and outcome (only "
                        "those that occurred). unauthorized or invalid usually mean a wrong "
                        "signing key or URL and fire SignalWireCallbacksRejected.", "reqps",
-                       [target(nonzero(total(rate(
+                       [target(nonzero(per_replica(rate(
                            callbacks, TARGET + ', outcome!~"accepted|duplicate"'),
                            "endpoint, outcome")), "{{endpoint}} {{outcome}}")],
                        colours={f"~.* {outcome}": colour
@@ -670,23 +692,24 @@ def exporter_health() -> Section:
                        "Callbacks delivered again and counted once, by endpoint (only those "
                        "that occurred): routine, since the provider delivers at least once.",
                        "reqps",
-                       [target(nonzero(total(rate(callbacks, TARGET + ', outcome="duplicate"'),
-                                             "endpoint")), "{{endpoint}}")])),
+                       [target(nonzero(per_replica(
+                           rate(callbacks, TARGET + ', outcome="duplicate"'), "endpoint")),
+                           "{{endpoint}}")])),
     ).line(
         8,
         (6, timeseries("Late events and timestamp errors",
                        "Events that arrived after a newer one of the same call (counted, not "
                        "applied), and callbacks whose Timestamp could not be parsed (only "
                        "those that occurred).", "reqps",
-                       [target(nonzero(total(rate("signalwire_exporter_late_events_total",
+                       [target(nonzero(per_replica(rate("signalwire_exporter_late_events_total",
                                                   TARGET), "endpoint")), "late {{endpoint}}"),
-                        target(nonzero(total(rate("signalwire_exporter_timestamp_errors_total",
+                        target(nonzero(per_replica(rate("signalwire_exporter_timestamp_errors_total",
                                                   TARGET), "endpoint")),
                                "bad timestamp {{endpoint}}")])),
         (6, timeseries("Tracked calls",
                        "Calls each instance holds for de-duplication (bounded by "
                        "tracking.max_calls).", "short",
-                       [target(total(f"signalwire_exporter_tracked_calls{{{TARGET}}}",
+                       [target(per_replica(f"signalwire_exporter_tracked_calls{{{TARGET}}}",
                                      "instance"), "{{instance}}")])),
         (6, timeseries("Expired calls",
                        "Calls dropped from tracking without a final status, by reason (ttl: "
@@ -718,9 +741,9 @@ def exporter_health() -> Section:
                        "Callbacks each instance holds while the store is unreachable, waiting "
                        "to be written; and failed store operations per second (only those "
                        "that occurred)." + store, "short",
-                       [target(total(f"signalwire_exporter_store_spooled_callbacks{{{TARGET}}}",
+                       [target(per_replica(f"signalwire_exporter_store_spooled_callbacks{{{TARGET}}}",
                                      "instance"), "spooled {{instance}}"),
-                        target(nonzero(total(rate("signalwire_exporter_store_errors_total",
+                        target(nonzero(per_replica(rate("signalwire_exporter_store_errors_total",
                                                   TARGET), "instance")),
                                "errors/s {{instance}}")])),
     ).line(
@@ -730,7 +753,7 @@ def exporter_health() -> Section:
                        "those that occurred). Anything but sent or duplicate (another delivery "
                        "of the same notification already texted) means an alert may not have "
                        "reached a phone." + relay, "reqps",
-                       [target(nonzero(total(rate("signalwire_exporter_alert_notifications_total",
+                       [target(nonzero(per_replica(rate("signalwire_exporter_alert_notifications_total",
                                                   TARGET), "outcome")), "{{outcome}}")],
                        colours={"sent": "green", "partial": "orange", "failed": "red",
                                 "refused": "dark-red", "unauthorized": "purple",
@@ -738,13 +761,13 @@ def exporter_health() -> Section:
         (8, timeseries("Alert SMS by result",
                        "Text messages per recipient per second, after retries (only those "
                        "that occurred)." + relay, "cps",
-                       [target(nonzero(total(rate("signalwire_exporter_sms_total", TARGET),
+                       [target(nonzero(per_replica(rate("signalwire_exporter_sms_total", TARGET),
                                              "result")), "{{result}}")],
                        colours={"sent": "green", "failed": "red", "duplicate": "blue"})),
         (8, timeseries("SMS API requests by outcome",
                        "Requests the SMS relay made to the SignalWire Messages API, retries "
                        "included (only those that occurred)." + relay, "reqps",
-                       [target(nonzero(total(rate("signalwire_exporter_sms_api_requests_total",
+                       [target(nonzero(per_replica(rate("signalwire_exporter_sms_api_requests_total",
                                                   TARGET), "outcome")), "{{outcome}}")],
                        colours={"sent": "green", "client_error": "orange",
                                 "server_error": "red", "rate_limited": "yellow",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import http.server
 import importlib.util
-import itertools
 import json
 import math
 import os
@@ -30,12 +29,14 @@ import yaml
 from exporter import __version__
 from exporter.errors import OUTCOMES
 from exporter.payloads import message_error_label
+from exporter.rules import STATE_INFO
 from grafana import build
 
 from . import replay
 from .conftest import ROOT, free_port, require_tool
 from .fake_signalwire import FakeSignalWire, fake_api
 from .servers import Prometheus, Service
+from .test_rules import cluster_wide
 from .test_sms import notification
 
 __all__ = ["fake_api"]  # the fixture, imported so pytest finds it here
@@ -46,6 +47,7 @@ PROVISIONING = ROOT / "grafana" / "provisioning"
 PANEL_TYPES = {"row", "stat", "timeseries", "heatmap", "bargauge"}
 VARIABLES = ("datasource", "job", "instance", "direction", "app", "line", "exporter_url")
 SMS_TO = "+15551234567"
+JOIN = "* on (job, instance) group_left (group)"  # each state group once (exporter.rules)
 
 
 def load() -> dict[str, Any]:
@@ -197,9 +199,25 @@ def test_legends_name_percentiles_as_people_do() -> None:
 PER_SECOND = {"cps", "reqps", "ops", "pps", "wps", "rps"}
 
 
+def test_cluster_wide_series_count_each_state_group_once() -> None:
+    """Every query on a cluster-wide family counts each state group once; the exporter's own
+    series (each replica's work) are plain sums."""
+    shared = cluster_wide()
+    for panel, target in targets():
+        names = {re.sub(r"_(bucket|sum|count)$", "", name)
+                 for name in re.findall(r"\bsignalwire_[a-z0-9_]+", target["expr"])}
+        names.discard(STATE_INFO)
+        grouped = (target["expr"].count(JOIN)
+                   == len(re.findall(r"\bsignalwire_[a-z0-9_]+\{", target["expr"])))
+        if names & shared:
+            assert names <= shared and grouped, f"{panel['title']}: {target['expr']}"
+        else:
+            assert STATE_INFO not in target["expr"], panel["title"]
+
+
 def test_rates_are_drawn_in_per_second_units() -> None:
     for panel in data_panels():
-        exprs = [target["expr"] for target in panel["targets"]]
+        exprs = [target["expr"].replace(JOIN, "") for target in panel["targets"]]
         if all(e.startswith("sum") and "rate(" in e and "/" not in e and "*" not in e
                for e in exprs):
             assert panel["fieldConfig"]["defaults"]["unit"] in PER_SECOND, panel["title"]
@@ -573,16 +591,14 @@ def test_regex_value_escapes_like_grafana(values: list[str], expected: str) -> N
 # --- panels of metrics the replay does not feed, and the app/line slices ----------------------
 
 class StaticTarget:
-    """A scrape target serving exposition text whose counters grow by fixed steps per scrape:
-    the series the exporter does not emit here (other features, labels not configured), with
-    values known in advance."""
+    """A scrape target serving exposition text whose counters grow at fixed rates: the series
+    the exporter does not emit here (other features, labels not configured), with values
+    known in advance."""
 
-    def __init__(self, text: Callable[[int], str]) -> None:
-        scrapes = itertools.count(1)
-
+    def __init__(self, text: Callable[[], str]) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = text(next(scrapes)).encode()
+                body = text().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -602,15 +618,15 @@ class StaticTarget:
         self.server.server_close()
 
 
-def exposition(n: int) -> str:
-    """After n scrapes: calls with and without app/line (2 + 1 + 1 per scrape), and one step
-    per scrape of each metric whose panel the replay cannot feed."""
+def exposition(n: float, backend: str, group: str) -> str:
+    """After n seconds: calls with and without app/line (2 + 1 + 1 a second), and one a
+    second of each metric whose panel the replay cannot feed; served from state ``group``."""
     def counter(name: str, *samples: tuple[str, float]) -> str:
         lines = [f"# HELP {name} test series", f"# TYPE {name} counter"]
         return "\n".join(lines + [f"{name}{{{labels}}} {value}" for labels, value in samples])
 
-    def gauge(name: str, value: float) -> str:
-        return f"# HELP {name} test series\n# TYPE {name} gauge\n{name} {value}"
+    def gauge(name: str, value: float, labels: str = "") -> str:
+        return f"# HELP {name} test series\n# TYPE {name} gauge\n{name}{{{labels}}} {value}"
 
     completed = 'direction="inbound",status="completed"'
     return "\n".join([
@@ -624,17 +640,29 @@ def exposition(n: int) -> str:
         counter("signalwire_exporter_store_errors_total", ('operation="write"', n)),
         gauge("signalwire_exporter_store_up", 1),
         gauge("signalwire_exporter_store_spooled_callbacks", 3),
+        gauge("signalwire_exporter_state_info", 1, f'backend="{backend}",group="{group}"'),
     ]) + "\n"
 
 
-def test_unfed_panels_and_app_line_slices_show_known_values(tmp_path: Path,
-                                                            services: list[Service]) -> None:
-    target = StaticTarget(exposition)
+@pytest.mark.parametrize(("backend", "replicas"), [("memory", 1), ("redis", 2), ("memory", 2)])
+def test_unfed_panels_and_app_line_slices_show_known_values(
+        tmp_path: Path, services: list[Service], backend: str, replicas: int) -> None:
+    """One memory process; two Redis replicas serving the same cluster-wide series (the same
+    values, each scraped at its own moments), which every panel counts once; and two memory
+    processes with those values each, which add up. The exporter's own series (REST API
+    requests, store) are each replica's and add up in every case."""
+    start = time.monotonic()
+    groups = ["redis:signalwire-exporter:" if backend == "redis" else f"memory:{i}"
+              for i in range(replicas)]
+    targets = [StaticTarget(lambda group=group: exposition(time.monotonic() - start, backend,
+                                                           group))
+               for group in groups]
     try:
-        prometheus = Prometheus(tmp_path, [target.address])
+        prometheus = Prometheus(tmp_path, [target.address for target in targets])
         services.append(prometheus)
-        # Enough scrapes (1 s apart) that a 5 s window is full of them.
-        prometheus.wait_for('count_over_time(signalwire_exporter_store_up[1m]) >= 8', bool, 30)
+        # Enough scrapes (1 s apart) of every target that a 5 s window is full of them.
+        prometheus.wait_for(f'count(count_over_time(signalwire_exporter_store_up[1m]) >= 8) '
+                            f'== {replicas}', bool, 30)
         every = {"job": "signalwire-exporter", "instance": ".*", "direction": ".*", "app": ".*",
                  "line": ".*", "__rate_interval": "5s"}
 
@@ -646,21 +674,31 @@ def test_unfed_panels_and_app_line_slices_show_known_values(tmp_path: Path,
             return by_label(prometheus.query(substitute(target["expr"], panel, variables)),
                             *legend)
 
-        one = pytest.approx(1.0, rel=0.1)  # one step per scrape, a scrape a second
+        # Per second; the cluster-wide values once per state group.
+        counted = len(set(groups))
+
+        def per_second(rate: float, copies: int = counted) -> Any:
+            return pytest.approx(rate * copies, rel=0.1)
+
+        one = per_second(1)
         assert query("10DLC events") == {("campaign", "campaign_deactivated"): one}
         assert set(query("10DLC events in range")) == {("campaign", "campaign_deactivated")}
         assert query("Final calls and reconciled calls", "B") == {("completed",): one}
         assert query("Call cost per hour by direction") == {
-            ("outbound", "USD"): pytest.approx(36.0, rel=0.1)}  # 0.01 a second
-        assert query("REST API requests by outcome") == {("ok",): one}
-        assert query("Store up") == {(target.address,): 1.0}
-        assert query("Spooled callbacks and store errors", "A") == {(target.address,): 3.0}
-        assert query("Spooled callbacks and store errors", "B") == {(target.address,): one}
+            ("outbound", "USD"): per_second(36.0)}  # 0.01 a second
+        # The exporter's own: each replica's requests, whatever the backend.
+        assert query("REST API requests by outcome") == {("ok",): per_second(1, replicas)}
+        addresses = [target.address for target in targets]
+        assert query("Store up") == {(address,): 1.0 for address in addresses}
+        assert query("Spooled callbacks and store errors", "A") == {
+            (address,): 3.0 for address in addresses}
+        assert query("Spooled callbacks and store errors", "B") == {
+            (address,): per_second(1, 1) for address in addresses}
 
         # App and Line: "All" counts the series without the labels too; a pick narrows.
         status = "Final calls by status"
-        assert query(status) == {("completed",): pytest.approx(4.0, rel=0.1)}
-        assert query(status, app="sales") == {("completed",): pytest.approx(2.0, rel=0.1)}
+        assert query(status) == {("completed",): per_second(4)}
+        assert query(status, app="sales") == {("completed",): per_second(2)}
         assert query(status, line="other") == {("completed",): one}
         assert query(status, app="support", line="main") == {}
         # The top row's 5-minute stats hold the series' whole short life: compare shares.
@@ -672,4 +710,5 @@ def test_unfed_panels_and_app_line_slices_show_known_values(tmp_path: Path,
         assert calls[(("app", "sales"),)] / calls[()] == pytest.approx(0.5, rel=0.05)
         assert calls[(("line", "other"),)] / calls[()] == pytest.approx(0.25, rel=0.05)
     finally:
-        target.stop()
+        for target in targets:
+            target.stop()
