@@ -337,7 +337,7 @@ async def failed_calls_report(request: web.Request) -> web.Response:
         return error_response(exc)
     exporter.report_metrics.request("ok")
     store = exporter.store
-    rows = await store.failed_call_rows(store.clock())
+    rows = query.select(await store.failed_call_rows(store.clock()))
     if query.mask:
         rows = reports.masked(rows)
     if query.format == "json":
@@ -370,7 +370,8 @@ async def index(request: web.Request) -> web.Response:
         "POST /callbacks/calling       SWML/RELAY/Calling API calling.* events (JSON)\n"
         "POST /callbacks/10dlc         10DLC brand/campaign/number-assignment callbacks\n"
         "POST /alerts/sms              Alertmanager webhook → SMS (when configured)\n"
-        "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1)\n"
+        "GET  /reports/failed-calls    recent unsuccessful calls (?format=csv|json, ?mask=1,\n"
+        "                              ?call_sid=: one call)\n"
         "GET  /runbook                 what to do when an alert fires\n"))
 
 

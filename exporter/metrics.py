@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, cast
@@ -26,6 +27,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
@@ -97,16 +99,39 @@ _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 Labels = tuple[str, ...]
 
+# An exemplar as recorded: (sid, value, unix time). The one place a CallSid or MessageSid
+# appears in the exposition: an exemplar is not a label and makes no series, and only
+# OpenMetrics carries it (the plain text format drops it). A tuple, not an Exemplar, so
+# that recording one on the hot path is one tuple and one dict store.
+ExemplarOf = tuple[str, float, float]
+# OpenMetrics allows 128 characters of exemplar label names and values; a longer sid (the
+# parsers accept up to 256) is left out rather than break the scrape.
+EXEMPLAR_MAX_CHARS = 128
+
+
+def _exemplar(label: str, recorded: ExemplarOf | None) -> Exemplar | None:
+    if recorded is None or len(label) + len(recorded[0]) > EXEMPLAR_MAX_CHARS:
+        return None
+    sid, value, at = recorded
+    return Exemplar({label: sid}, value, at)
+
 
 class PlainCounter:
-    """A labelled counter: one float per label set."""
+    """A labelled counter: one float per label set.
 
-    __slots__ = ("documentation", "labelnames", "name", "values")
+    With an ``exemplar_label`` (``call_sid``, ``message_sid``), ``exemplars`` holds the
+    latest exemplar of each label set, which the recorder stores there.
+    """
+
+    __slots__ = ("documentation", "exemplar_label", "exemplars", "labelnames", "name",
+                 "values")
 
     def __init__(self, name: str, documentation: str, labelnames: Labels,
-                 series: Iterable[Labels] = ()) -> None:
+                 series: Iterable[Labels] = (), exemplar_label: str = "") -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
         self.values: dict[Labels, float] = dict.fromkeys(series, 0.0)
+        self.exemplar_label = exemplar_label
+        self.exemplars: dict[Labels, ExemplarOf] = {}
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
         values = self.values
@@ -114,8 +139,11 @@ class PlainCounter:
 
     def family(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        exemplars, label = self.exemplars, self.exemplar_label
         for labels, value in self.values.items():
-            family.add_metric(labels, value)
+            family.add_metric(labels, value,
+                              exemplar=_exemplar(label, exemplars.get(labels)) if exemplars
+                              else None)
         return family
 
 
@@ -132,32 +160,54 @@ class PlainGauge(PlainCounter):
 
 
 class PlainHistogram:
-    """A histogram per label set: one count per bucket, then the sum, in one list."""
+    """A histogram per label set: one count per bucket, then the sum, in one list.
 
-    __slots__ = ("_le", "bounds", "documentation", "labelnames", "name", "series")
+    With an ``exemplar_label``, ``exemplars`` holds the latest exemplar of each bucket
+    (key: label set, then bucket index), stored by ``observe_exemplar``.
+    """
+
+    __slots__ = ("_le", "bounds", "documentation", "exemplar_label", "exemplars",
+                 "labelnames", "name", "series")
 
     def __init__(self, name: str, documentation: str, labelnames: Labels,
-                 bounds: Iterable[float], series: Iterable[Labels]) -> None:
+                 bounds: Iterable[float], series: Iterable[Labels],
+                 exemplar_label: str = "") -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
         bounds = tuple(float(b) for b in bounds)
         self.bounds = bounds if bounds and bounds[-1] == math.inf else (*bounds, math.inf)
         self._le = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
         self.series: dict[Labels, list[float]] = {
             labels: [0.0] * (len(self.bounds) + 1) for labels in series}
+        self.exemplar_label = exemplar_label
+        self.exemplars: dict[tuple[Labels, int], ExemplarOf] = {}
 
-    def observe(self, labels: Labels, value: float) -> None:
-        """Count ``value`` in the first bucket whose bound is >= it (Prometheus' ``le``)."""
+    def observe(self, labels: Labels, value: float) -> int:
+        """Count ``value`` in the first bucket whose bound is >= it (Prometheus' ``le``);
+        return that bucket's index."""
         counts = self.series.get(labels)
         if counts is None:  # a label set not made up front: an app or line slice
             counts = self.series[labels] = [0.0] * (len(self.bounds) + 1)
-        counts[bisect_left(self.bounds, value)] += 1
+        index = bisect_left(self.bounds, value)
+        counts[index] += 1
         counts[-1] += value
+        return index
+
+    def observe_exemplar(self, labels: Labels, value: float, sid: str, at: float) -> None:
+        """``observe``, and make ``sid`` (at unix time ``at``) its bucket's exemplar."""
+        self.exemplars[labels, self.observe(labels, value)] = (sid, value, at)
 
     def family(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        exemplars, label = self.exemplars, self.exemplar_label
         for labels, counts in self.series.items():
-            family.add_metric(labels, list(zip(self._le, itertools.accumulate(counts[:-1]),
-                                               strict=True)), counts[-1])
+            cumulative = zip(self._le, itertools.accumulate(counts[:-1]), strict=True)
+            if exemplars:
+                family.add_metric(labels, [
+                    (le, count) if (ex := _exemplar(label, exemplars.get((labels, i)))) is None
+                    else (le, count, ex) for i, (le, count) in enumerate(cumulative)],
+                    counts[-1])
+            else:
+                family.add_metric(labels, list(cumulative), counts[-1])
         return family
 
 
@@ -198,8 +248,9 @@ class ExporterMetrics:
         dl = ("direction", *slice_names)  # the labels of a call: direction, then its slice
         by_direction = [(d, *empty) for d in DIRECTIONS]
 
-        def histogram(name: str, doc: str, bounds: tuple[float, ...]) -> PlainHistogram:
-            return PlainHistogram(name, doc, dl, bounds, by_direction)
+        def histogram(name: str, doc: str, bounds: tuple[float, ...],
+                      exemplar_label: str = "") -> PlainHistogram:
+            return PlainHistogram(name, doc, dl, bounds, by_direction, exemplar_label)
 
         self.status_events = PlainCounter(
             "signalwire_call_status_events_total",
@@ -210,17 +261,17 @@ class ExporterMetrics:
             "signalwire_calls_total",
             "Calls that reached a final status, counted once per call.",
             ("status", *dl), [(s, *d) for s, d in itertools.product(
-                sorted(FINAL_CALL_STATUSES), by_direction)])
+                sorted(FINAL_CALL_STATUSES), by_direction)], exemplar_label="call_sid")
         self.in_progress = PlainGauge(
             "signalwire_calls_in_progress", "Calls answered and not yet final.",
             dl, by_direction)
         self.duration = histogram(
             "signalwire_call_duration_seconds", "CallDuration of completed calls.",
-            buckets.call_duration_seconds)
+            buckets.call_duration_seconds, "call_sid")
         self.mos = histogram(
             "signalwire_call_mos",
             "AudioInMos (mean opinion score, 1-5) of calls that report it, once per call.",
-            buckets.mos)
+            buckets.mos, "call_sid")
         self.jitter_max = histogram(
             "signalwire_call_jitter_max_seconds",
             "AudioInJitterMaxVariance of calls that report quality, in seconds.",
@@ -374,7 +425,9 @@ class ExporterMetrics:
         labels = (decision.direction, *slice_) if slice_ else (decision.direction,)
         self.status_events.inc((decision.status, *labels))
         if decision.final_status is not None:
-            self.calls.inc((decision.final_status, *labels))
+            final = (decision.final_status, *labels)
+            self.calls.inc(final)
+            self.calls.exemplars[final] = (event.call_sid, 1.0, time.time())
             if event.end_reason is not None:
                 self.end_reasons.inc((event.end_reason, *labels))
         if decision.in_progress_delta:
@@ -383,7 +436,8 @@ class ExporterMetrics:
             self.in_progress.inc((decision.moved_from, *slice_), -1)
             self.in_progress.inc(labels)
         if decision.observe_duration and event.call_duration is not None:
-            self.duration.observe(labels, event.call_duration)
+            self.duration.observe_exemplar(labels, event.call_duration, event.call_sid,
+                                           time.time())
         if decision.observe_quality:
             self._record_quality(event, labels)
         if decision.observe_sip and event.sip_result_code is not None:
@@ -395,7 +449,8 @@ class ExporterMetrics:
 
     def _record_quality(self, event: CallEvent, by_direction: Labels) -> None:
         if event.audio_in_mos:
-            self.mos.observe(by_direction, event.audio_in_mos)
+            self.mos.observe_exemplar(by_direction, event.audio_in_mos, event.call_sid,
+                                      time.time())
         if event.audio_in_jitter_max_variance is not None:
             self.jitter_max.observe(by_direction,
                                     event.audio_in_jitter_max_variance * _JITTER_UNIT)
@@ -516,7 +571,8 @@ class StatusMetrics:
             "signalwire_messages_total",
             "Messages that reached a final status, counted once per message.",
             ("status", *slice_names),
-            [(status, *("",) * len(slice_names)) for status in sorted(FINAL_MESSAGE_STATUSES)])
+            [(status, *("",) * len(slice_names)) for status in sorted(FINAL_MESSAGE_STATUSES)],
+            exemplar_label="message_sid")
         self.message_errors = counter(
             "signalwire_message_errors_total",
             "Messages that reported an ErrorCode, once per message; uncommon codes as "
@@ -568,7 +624,9 @@ class StatusMetrics:
         if isinstance(event, MessageEvent):
             self.message_events.inc((event.status,))
             if decision.final_status is not None:
-                self.messages.inc((decision.final_status, *event.slice))
+                final = (decision.final_status, *event.slice)
+                self.messages.inc(final)
+                self.messages.exemplars[final] = (event.sid, 1.0, time.time())
             if once & ONCE_ERROR_CODE and event.error_code:
                 self.message_errors.inc((message_error_label(event.error_code),))
             if once & ONCE_SEGMENTS and event.num_segments:

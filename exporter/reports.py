@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import FailedCallsReportConfig
 from .errors import Rejected, invalid
-from .payloads import CallEvent
+from .payloads import MAX_SID_LENGTH, CallEvent
 
 # Final statuses that mean the call did not happen as intended (the seed kept only
 # "failed"; busy, no-answer and canceled are the other unsuccessful ends).
@@ -125,13 +125,25 @@ class FailedCallReport:
 class ReportQuery:
     format: str
     mask: bool
+    call_sid: str | None = None  # only this call's row (the dashboard's exemplar links)
+
+    def select(self, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The rows this query asks for."""
+        if self.call_sid is None:
+            return rows
+        return [row for row in rows if row["call_sid"] == self.call_sid]
 
 
 def parse_query(query: Mapping[str, str], config: FailedCallsReportConfig) -> ReportQuery:
-    """Check ``?format=`` and ``?mask=``; anything else is refused so typos do not pass."""
-    unknown = sorted(set(query) - {"format", "mask"})
+    """Check ``?format=``, ``?mask=`` and ``?call_sid=``; anything else is refused so typos
+    do not pass."""
+    unknown = sorted(set(query) - {"format", "mask", "call_sid"})
     if unknown:
-        raise invalid(f"unknown query parameter {unknown[0][:40]!r}; use format and mask")
+        raise invalid(f"unknown query parameter {unknown[0][:40]!r}; "
+                      "use format, mask and call_sid")
+    call_sid = query.get("call_sid")
+    if call_sid is not None and not 0 < len(call_sid) <= MAX_SID_LENGTH:
+        raise invalid(f"call_sid must be 1 to {MAX_SID_LENGTH} characters")
     fmt = query.get("format", "csv").lower()
     if fmt not in FORMATS:
         raise invalid("format must be csv or json")
@@ -145,7 +157,7 @@ def parse_query(query: Mapping[str, str], config: FailedCallsReportConfig) -> Re
         elif config.mask_numbers:
             raise Rejected(403, "unauthorized", "phone numbers are masked by configuration "
                                                 "(reports.failed_calls.mask_numbers)")
-    return ReportQuery(fmt, mask)
+    return ReportQuery(fmt, mask, call_sid)
 
 
 # --- rows → documents ----------------------------------------------------------------------

@@ -71,7 +71,8 @@ class _PrometheusProject(Service):
 
 
 class Prometheus(_PrometheusProject):
-    """Prometheus scraping ``targets`` every second and evaluating ``rule_files`` every second."""
+    """Prometheus scraping ``targets`` every second and evaluating ``rule_files`` every second,
+    keeping exemplars (as deploy/compose.yaml's does)."""
 
     def __init__(self, workdir: Path, targets: Sequence[str], rule_files: Sequence[Path] = (),
                  alertmanager: str | Sequence[str] | None = None,
@@ -87,7 +88,8 @@ class Prometheus(_PrometheusProject):
             urls = [alertmanager] if isinstance(alertmanager, str) else list(alertmanager)
             config["alerting"] = {"alertmanagers": [{"static_configs": [
                 {"targets": [url.removeprefix("http://") for url in urls]}]}]}
-        super().__init__("prometheus", binary, config, "--storage.tsdb.path", workdir)
+        super().__init__("prometheus", binary, config, "--storage.tsdb.path", workdir,
+                         "--enable-feature=exemplar-storage")
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
         params = {"query": expr}
@@ -98,13 +100,25 @@ class Prometheus(_PrometheusProject):
             raise AssertionError(f"query failed: {expr}: {answer}")
         return list(answer["data"]["result"])
 
+    def exemplars(self, expr: str) -> list[dict[str, Any]]:
+        """The exemplar query API over the last hour: one entry per series, with its
+        ``seriesLabels`` and ``exemplars`` (``labels``, ``value``, ``timestamp``)."""
+        now = time.time()
+        answer = self.get_json("/api/v1/query_exemplars", query=expr, start=str(now - 3600),
+                               end=str(now + 60))
+        if answer.get("status") != "success":
+            raise AssertionError(f"exemplar query failed: {expr}: {answer}")
+        return list(answer["data"] or [])
+
     def wait_for(self, expr: str, predicate: Callable[[list[dict[str, Any]]], bool],
-                 timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Poll ``expr`` until ``predicate(result)`` holds; bounded by ``timeout``."""
+                 timeout: float = 60.0, *, exemplars: bool = False) -> list[dict[str, Any]]:
+        """Poll ``expr`` (its exemplars if ``exemplars``) until ``predicate(result)`` holds;
+        bounded by ``timeout``."""
+        fetch = self.exemplars if exemplars else self.query
         deadline = time.monotonic() + timeout
         result: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            result = self.query(expr)
+            result = fetch(expr)
             if predicate(result):
                 return result
             time.sleep(0.5)

@@ -291,6 +291,11 @@ def test_grafana_provisioning_points_at_the_compose_prometheus(compose: dict[str
         assert list(host_path(grafana, provider["options"]["path"]).glob("*.json"))
 
 
+def test_compose_prometheus_keeps_exemplars(compose: dict[str, Any]) -> None:
+    """The dashboard's exemplar dots (a failing call's CallSid) need exemplar storage."""
+    assert "--enable-feature=exemplar-storage" in compose["services"]["prometheus"]["command"]
+
+
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     # Lay the files out as compose mounts them, so rule_files resolves as in the container.

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.request
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Exemplar
 
 from exporter.config import BucketsConfig
 from exporter.metrics import (
@@ -24,7 +30,8 @@ from exporter.metrics import (
 )
 from exporter.payloads import message_error_label
 
-from .conftest import require_tool
+from .conftest import require_tool, scrape, series
+from .test_reports import post
 
 
 def send(url: str, body: bytes) -> int:
@@ -152,3 +159,90 @@ def exposition(registry: CollectorRegistry) -> list[str]:
 
     return sorted(line for line in generate_latest(registry).decode().splitlines()
                   if "_created" not in line)
+
+
+# --- exemplars: the CallSid / MessageSid of a recent event, in OpenMetrics only --------------
+
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+
+
+async def exemplars_of(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                   Exemplar]:
+    """GET /metrics as OpenMetrics, parsed by prometheus_client's OpenMetrics parser."""
+    response = await client.get("/metrics", headers=OPENMETRICS)
+    assert response.status == 200
+    assert response.content_type == "application/openmetrics-text"
+    found = {}
+    for family in openmetrics_families(await response.text()):
+        for s in family.samples:
+            if s.exemplar is not None:
+                found[(s.name, tuple(sorted(s.labels.items())))] = s.exemplar
+    return found
+
+
+async def test_openmetrics_scrape_carries_call_and_message_sids_as_exemplars(
+        client: TestClient) -> None:
+    before = time.time()
+    await post(client, {"CallSid": "ex-failed-1", "CallStatus": "failed",
+                        "Direction": "outbound-api"})
+    await post(client, {"CallSid": "ex-done-1", "CallStatus": "completed",
+                        "Direction": "inbound", "CallDuration": "42", "AudioInMos": "3.3"})
+    await post(client, {"MessageSid": "ex-msg-1", "MessageStatus": "undelivered"},
+               "messaging")
+    found = await exemplars_of(client)
+
+    failed = found[series("signalwire_calls_total", status="failed", direction="outbound-api")]
+    assert failed.labels == {"call_sid": "ex-failed-1"}
+    assert failed.value == 1
+    assert failed.timestamp is not None and float(failed.timestamp) >= before - 1
+    done = found[series("signalwire_calls_total", status="completed", direction="inbound")]
+    assert done.labels == {"call_sid": "ex-done-1"}
+    # a histogram's exemplar sits on the bucket its value was counted in (le: first bound >= it)
+    duration = found[series("signalwire_call_duration_seconds_bucket", direction="inbound",
+                            le="60.0")]
+    assert (duration.labels, duration.value) == ({"call_sid": "ex-done-1"}, 42)
+    mos = found[series("signalwire_call_mos_bucket", direction="inbound", le="3.5")]
+    assert (mos.labels, mos.value) == ({"call_sid": "ex-done-1"}, 3.3)
+    message = found[series("signalwire_messages_total", status="undelivered")]
+    assert message.labels == {"message_sid": "ex-msg-1"}
+    # only the named families, and only the series an event reached
+    assert {name for name, _ in found} == {
+        "signalwire_calls_total", "signalwire_call_duration_seconds_bucket",
+        "signalwire_call_mos_bucket", "signalwire_messages_total"}
+    assert len(found) == 5
+
+    # the latest call of a series replaces its exemplar
+    await post(client, {"CallSid": "ex-failed-2", "CallStatus": "failed",
+                        "Direction": "outbound-api"})
+    found = await exemplars_of(client)
+    assert found[series("signalwire_calls_total", status="failed",
+                        direction="outbound-api")].labels == {"call_sid": "ex-failed-2"}
+
+
+async def test_text_scrape_has_no_exemplars_and_no_sid(client: TestClient) -> None:
+    await post(client, {"CallSid": "ex-text-1", "CallStatus": "failed",
+                        "Direction": "outbound-api", "CallDuration": "0"})
+    await post(client, {"MessageSid": "ex-text-m1", "MessageStatus": "failed"}, "messaging")
+    response = await client.get("/metrics")
+    text = await response.text()
+    assert response.content_type == "text/plain"
+    assert "ex-text" not in text
+    assert " # {" not in text
+    assert all(s.exemplar is None for family in text_string_to_metric_families(text)
+               for s in family.samples)
+    # the values are there all the same
+    assert (await scrape(client))[series("signalwire_calls_total", status="failed",
+                                         direction="outbound-api")] == 1
+
+
+async def test_a_sid_too_long_for_an_exemplar_is_left_out(client: TestClient) -> None:
+    """OpenMetrics allows 128 characters of exemplar labels; the parsers accept 256-long sids."""
+    long_sid = "x" * 200
+    await post(client, {"CallSid": long_sid, "CallStatus": "busy", "Direction": "inbound"})
+    found = await exemplars_of(client)  # the parser refuses an over-long exemplar
+    assert series("signalwire_calls_total", status="busy", direction="inbound") not in found
+    fitting = "y" * (128 - len("call_sid"))
+    await post(client, {"CallSid": fitting, "CallStatus": "busy", "Direction": "inbound"})
+    found = await exemplars_of(client)
+    assert found[series("signalwire_calls_total", status="busy",
+                        direction="inbound")].labels == {"call_sid": fitting}

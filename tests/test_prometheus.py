@@ -53,3 +53,22 @@ def test_the_last_callbacks_before_sigterm_reach_prometheus(
         'max_over_time(signalwire_calls_total{job="signalwire-exporter",'
         'status="completed",direction="inbound"}[10m])',
         lambda r: bool(r) and r[0]["value"][1] == "20")
+
+
+def test_prometheus_stores_the_callsid_of_a_failed_call_as_an_exemplar(
+        tmp_path: Path, exporter_process: Any, services: list[Service]) -> None:
+    exporter = exporter_process()
+    prometheus = Prometheus(tmp_path, [exporter.url.removeprefix("http://")])
+    services.append(prometheus)
+    prometheus.wait_scraped()
+    assert post_form(f"{exporter.url}/callbacks/voice",
+                     "CallSid=prom-ex-1&CallStatus=failed&Direction=outbound-api") == 200
+    found = prometheus.wait_for(
+        'signalwire_calls_total{job="signalwire-exporter",status="failed"}',
+        lambda r: any(e["labels"] == {"call_sid": "prom-ex-1"} for s in r
+                      for e in s["exemplars"]), exemplars=True)
+    (entry,) = found
+    assert entry["seriesLabels"]["direction"] == "outbound-api"
+    assert {e["value"] for e in entry["exemplars"]} == {"1"}
+    # an exemplar is no label: no series carries the CallSid
+    assert not prometheus.query('{job="signalwire-exporter", call_sid!=""}')

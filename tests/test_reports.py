@@ -207,3 +207,27 @@ async def test_bad_query_values_get_400_json(client: TestClient, query: str) -> 
     assert response.status == 400
     assert "error" in await response.json()
     assert sample(client, "signalwire_exporter_report_requests_total", outcome="invalid") == 1
+
+
+# --- ?call_sid=: one call's row (where the dashboard's exemplar links lead) -------------------
+
+async def test_call_sid_filter_returns_that_calls_row_only(client: TestClient) -> None:
+    for sid in ("pick-1", "pick-2", "pick-3"):
+        await post(client, call("failed", sid))
+    document = await (await client.get(
+        "/reports/failed-calls?format=json&call_sid=pick-2")).json()
+    assert [row["call_sid"] for row in document["calls"]] == ["pick-2"]
+    assert document["count"] == 1
+    rows = await get_csv(client, "?call_sid=pick-3&mask=1")
+    assert [(r[0], r[4]) for r in rows[1:]] == [("pick-3", "+1555***6543")]
+    # a call the report does not hold (completed, aged out, never seen): no rows, not an error
+    assert (await get_csv(client, "?call_sid=unknown"))[1:] == []
+    assert sample(client, "signalwire_exporter_report_requests_total", outcome="ok") == 3
+
+
+@pytest.mark.parametrize("query", ["?call_sid=", f"?call_sid={'x' * 257}"])
+async def test_bad_call_sid_gets_400_json(client: TestClient, query: str) -> None:
+    response = await client.get(f"/reports/failed-calls{query}")
+    assert response.status == 400
+    assert "call_sid" in (await response.json())["error"]
+    assert sample(client, "signalwire_exporter_report_requests_total", outcome="invalid") == 1
