@@ -330,14 +330,14 @@ async def failed_calls_report(request: web.Request) -> web.Response:
     """The recent unsuccessful calls as CSV (the old failedCallReport.csv) or JSON."""
     exporter = request.app[EXPORTER]
     config = exporter.config.reports.failed_calls
+    store = exporter.store
     try:
         query = reports.parse_query(request.query, config)
+        rows = query.select(await store.failed_call_rows(store.clock()))
     except Rejected as exc:
         exporter.report_metrics.request(exc.outcome)
         return error_response(exc)
     exporter.report_metrics.request("ok")
-    store = exporter.store
-    rows = query.select(await store.failed_call_rows(store.clock()))
     if query.mask:
         rows = reports.masked(rows)
     if query.format == "json":

@@ -720,14 +720,15 @@ class ReportMetrics:
     def __init__(self, registry: CollectorRegistry, held: Callable[[], int]) -> None:
         self.requests = Counter(
             "signalwire_exporter_report_requests_total",
-            "Requests to /reports/failed-calls by outcome (ok, invalid, unauthorized).",
+            "Requests to /reports/failed-calls by outcome (ok, invalid, unauthorized, "
+            "unavailable: the shared state store is unreachable).",
             ["outcome"], registry=registry)
         self.entries = Gauge(
             "signalwire_exporter_report_failed_calls",
             "Unsuccessful calls held for /reports/failed-calls (bounded by config).",
             registry=registry)
         self.entries.set_function(lambda: float(held()))
-        for outcome in ("ok", "invalid", "unauthorized"):
+        for outcome in ("ok", "invalid", "unauthorized", "unavailable"):
             self.requests.labels(outcome)
 
     def request(self, outcome: str) -> None:

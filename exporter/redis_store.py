@@ -452,7 +452,8 @@ class RedisStore:
               registry=registry).set_function(lambda: float(len(self._spool)))
         self.errors = Counter("signalwire_exporter_store_errors_total",
                               "Store commands that failed or timed out (the callback was "
-                              "spooled, or the scrape served the last values read).",
+                              "spooled, the scrape served the last values read, or "
+                              "the failed-call report answered 503).",
                               registry=registry)
         self.spool_full = Counter("signalwire_exporter_store_spool_rejected_total",
                                   "Callbacks answered 503 because the spool was full.",
@@ -566,6 +567,7 @@ class RedisStore:
         except _DOWN as exc:
             self._failed(exc)
             return  # serve the values last read; signalwire_exporter_store_up says why
+        self._back()
         for series, values in zip(self.shared, results, strict=False):
             load(series, values)
         sizes = results[len(self.shared):]
@@ -607,8 +609,15 @@ class RedisStore:
         return self._sizes.get(self.lifecycles[endpoint].kind, 0)
 
     async def failed_call_rows(self, now: float) -> list[dict[str, str]]:
-        """The group's report rows, oldest first, within the report's age limit."""
-        rows = await self.redis.lrange(f"{self.prefix}report", 0, -1)
+        """The group's report rows, oldest first, within the report's age limit; a 503
+        while Redis cannot be reached (the rows are the group's: none are held here)."""
+        try:
+            rows = await self.redis.lrange(f"{self.prefix}report", 0, -1)
+        except _DOWN as exc:
+            self._failed(exc)
+            raise Rejected(503, "unavailable", "the state store is unreachable, and the "
+                                               "report is kept there: retry later") from None
+        self._back()
         deadline = now - self.config.reports.failed_calls.max_age_seconds
         kept = []
         for text in reversed(rows):
@@ -692,7 +701,8 @@ class RedisStore:
         self.up.set(0)
 
     def _back(self) -> None:
-        if not self._is_up:
+        """A command succeeded: up again, once the spool is applied too."""
+        if not self._is_up and not self._spool:
             self._is_up = True
             self.up.set(1)
 
@@ -724,6 +734,7 @@ class RedisStore:
                 continue
             try:
                 await self._drain_once()
+                self._back()
                 delay = 0.05
                 log.info("state store back: spool applied")
             except _DOWN as exc:

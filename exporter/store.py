@@ -108,7 +108,8 @@ class Store(Protocol):
     async def before_scrape(self) -> None: ...
 
     async def failed_call_rows(self, now: float) -> list[dict[str, str]]:
-        """The failed-call report's rows (unmasked), oldest first."""
+        """The failed-call report's rows (unmasked), oldest first; ``Rejected`` (503,
+        ``unavailable``) when a shared backend cannot be read."""
 
     def failed_calls_held(self) -> int: ...
 

@@ -123,7 +123,6 @@ class ExporterProcess:
     def __init__(self, tmp_path: Any, config_text: str = "", *args: str,
                  scheme: str = "http") -> None:
         import ssl
-        import subprocess
         import sys
 
         self.port = free_port()
@@ -133,12 +132,24 @@ class ExporterProcess:
         config = tmp_path / f"exporter-{self.port}.yaml"
         config.write_text(config_text)
         self.log_path = tmp_path / f"exporter-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--config", str(config),
-             "--listen-address", f"127.0.0.1:{self.port}", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.argv = [sys.executable, "-m", "exporter", "--config", str(config),
+                     "--listen-address", f"127.0.0.1:{self.port}", *args]
+        self.launch()
+
+    def launch(self) -> None:
+        """Start the process: first, or again after ``kill`` (same port, config and log)."""
+        import subprocess
+
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=ROOT)
         self.wait_ready()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (nothing flushed, no answer to requests in flight)."""
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         wait_until_ready(self.proc, f"{self.url}/healthz", self.log, timeout,
