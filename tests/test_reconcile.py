@@ -208,8 +208,6 @@ async def test_off_by_default_nothing_calls_the_api(
 
 async def test_two_replicas_on_one_redis_look_each_call_up_once(
         exporter_client: ClientFactory, fake_api: FakeSignalWire, redis_url: str) -> None:
-    pytest.importorskip("exporter.redis_store",
-                        reason="the Redis backend (exporter/redis_store.py) has not landed")
     shared = {"state": {"backend": "redis", "redis_url": redis_url}}
     one = await exporter_client({**settings(fake_api), **shared})
     two = await exporter_client({**settings(fake_api), **shared})

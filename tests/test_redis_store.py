@@ -3,7 +3,10 @@
 Both stores get the same random streams of call and message/recording/transcription
 events (duplicates, reordering, unknown directions, caps small enough to evict, TTL
 sweeps), on a real ``redis-server``; every decision and every cluster-wide series must
-come out identical (sums of floats to rounding).
+come out identical (sums of floats to rounding). Then the parts of the app a group of
+replicas shares, through real aiohttp servers on one Redis: the failed-call report, the
+SMS relay's one SMS per notification, ``state_info`` and a scrape promtool accepts.
+(Replicas as real processes, crashes and outages: ``test_replicas``.)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -35,6 +39,13 @@ from exporter.payloads import (
 from exporter.redis_store import RedisStore
 from exporter.reports import FailedCallReport
 from exporter.store import MemoryStore
+
+from .conftest import ClientFactory, require_tool, sample, scrape, series
+from .fake_signalwire import FakeSignalWire, fake_api
+from .test_metrics import check_with_promtool
+from .test_sms import BEARER, TO, notification, relay_config
+
+__all__ = ["fake_api"]  # the fixture, imported so pytest finds it here
 
 T0 = datetime(2024, 4, 4, 18, 32, 15, tzinfo=UTC)
 
@@ -254,3 +265,94 @@ def test_a_stopping_replica_hands_its_spool_to_redis_once_it_is_back(tmp_path) -
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+# --- through real apps sharing one Redis -----------------------------------------------------
+
+def shared_state(redis_url: str, **sections: Any) -> dict[str, Any]:
+    """Config of a replica of the group on ``redis_url`` under the prefix ``group:``."""
+    return {"state": {"backend": "redis", "redis_url": redis_url, "key_prefix": "group:"},
+            **sections}
+
+
+async def post_call(client: TestClient, sid: str, status: str, **fields: str) -> None:
+    response = await client.post("/callbacks/voice", data={
+        "CallSid": sid, "CallStatus": status, "Direction": "outbound-api",
+        "SequenceNumber": "3", "From": "+15550001111", "To": "+15559876543", **fields})
+    assert response.status == 200
+
+
+async def report(client: TestClient) -> dict[str, Any]:
+    response = await client.get("/reports/failed-calls?format=json")
+    assert response.status == 200
+    document: dict[str, Any] = await response.json()
+    return document
+
+
+async def test_any_replica_reports_the_groups_failed_calls_bounded(
+        exporter_client: ClientFactory, redis_url: str) -> None:
+    config = shared_state(redis_url, reports={"failed_calls": {"max_entries": 3}})
+    one, two = await exporter_client(config), await exporter_client(config)
+    await post_call(one, "failed-on-one", "failed", SipResultCode="404")
+    await post_call(one, "completed-on-one", "completed", CallDuration="30")
+    await post_call(two, "failed-on-one", "failed", SipResultCode="404")  # a retry elsewhere
+    document = await report(two)
+    assert [(c["call_sid"], c["call_status"], c["sip_result_code"])
+            for c in document["calls"]] == [("failed-on-one", "failed", 404)]
+    assert document["calls"][0]["to_number"] == "+15559876543"
+
+    for n, client in enumerate((two, one, two, one)):
+        await post_call(client, f"busy-{n}", "busy")
+    newest = [f"busy-{n}" for n in (1, 2, 3)]
+    for client in (one, two):
+        document = await report(client)
+        assert [c["call_sid"] for c in document["calls"]] == newest
+        assert (document["count"], document["max_entries"]) == (3, 3)
+        assert sample(client, "signalwire_exporter_report_failed_calls") == 3
+
+
+async def test_state_info_names_the_redis_group_and_promtool_accepts_the_scrape(
+        exporter_client: ClientFactory, redis_url: str) -> None:
+    promtool = require_tool("promtool")
+    client = await exporter_client(shared_state(redis_url))
+    for seq, status in enumerate(("initiated", "ringing", "in-progress", "completed")):
+        await post_call(client, "c1", status, SequenceNumber=str(seq),
+                        Timestamp=f"Thu, 09 Nov 2023 17:05:0{seq} +0000", CallDuration="61",
+                        AudioInMos="3.9", SipResultCode="200", AudioInJitterMaxVariance="4",
+                        AudioInMediaPacketCount="3000", AudioInSkipPacketCount="3")
+    await post_call(client, "c2", "failed", SipResultCode="999")
+    response = await client.get("/reports/failed-calls")
+    assert response.status == 200
+    response = await client.get("/metrics")
+    assert response.status == 200
+    body = await response.read()
+    check_with_promtool(promtool, body)
+    values = await scrape(client)
+    assert values[series("signalwire_exporter_state_info", backend="redis",
+                         group="redis:group:")] == 1
+    assert values[series("signalwire_calls_total", status="completed",
+                         direction="outbound-api")] == 1
+    assert values[series("signalwire_exporter_store_up")] == 1
+
+
+async def test_one_notification_delivered_to_two_replicas_texts_each_recipient_once(
+        exporter_client: ClientFactory, fake_api: FakeSignalWire, redis_url: str) -> None:
+    config = shared_state(redis_url, **relay_config(fake_api, TO))
+    one, two = await exporter_client(config), await exporter_client(config)
+    first, second = await asyncio.gather(*(
+        client.post("/alerts/sms", json=notification(externalURL=url), headers=BEARER)
+        for client, url in ((one, "http://alertmanager-0:9093"),
+                            (two, "http://alertmanager-1:9093"))))
+    assert (first.status, second.status) == (200, 200)
+    answers = [await first.json(), await second.json()]
+    # each recipient is claimed by one replica (which one may differ per recipient)
+    assert sum(a["sent"] for a in answers) == 2
+    assert sum(a.get("duplicate", 0) for a in answers) == 2
+    assert sum(a["failed"] for a in answers) == 0
+    assert sorted(m["To"] for m in fake_api.messages) == TO
+    for client, other in ((one, two), (two, one)):  # the same notification, again
+        response = await client.post("/alerts/sms", json=notification(), headers=BEARER)
+        assert await response.json() == {"sent": 0, "failed": 0, "duplicate": 2}
+        assert sample(client, "signalwire_exporter_sms_total", result="sent") \
+            + sample(other, "signalwire_exporter_sms_total", result="sent") == 2
+    assert len(fake_api.messages) == 2
