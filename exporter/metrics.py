@@ -481,28 +481,42 @@ class ExporterMetrics:
 # each behind the condition the store evaluates: e = not a duplicate, f = the final
 # status was decided, d/q/s = duration/quality/SIP observed, g<bit> = a one-shot grant.
 # In a field, @D stands for the call's direction, @S for the status recorded and @F for
-# the final status, which only the store knows. What record_call and StatusMetrics.record
-# do in this process, these must do there: tests/test_redis_store.py holds them equal.
+# the final status, which only the store knows. An operation on a family named
+# ``<name>:ex`` sets that series' exemplar to its value, ``<sid>|<value>|<unix time>``,
+# instead of adding. What record_call and StatusMetrics.record do in this process, these
+# must do there: tests/test_redis_store.py holds them equal.
 
 Ops = list[str | float]
+EXEMPLARS = ":ex"  # the suffix of an exemplar operation's family
+
+
+def _exemplar_op(ops: Ops, cond: str, series: Plain, field: str, sid: str, value: float,
+                 at: float) -> None:
+    ops += (cond, series.name + EXEMPLARS, field, f"{sid}|{value!r}|{at!r}")
 
 
 def _observe_ops(ops: Ops, cond: str, histogram: PlainHistogram, prefix: str,
-                 value: float) -> None:
-    ops += (cond, histogram.name, f"{prefix}{bisect_left(histogram.bounds, value)}", 1,
-            cond, histogram.name, f"{prefix}s", value)
+                 value: float, exemplar: tuple[str, float] | None = None) -> None:
+    """Observe ``value``; with ``exemplar`` (sid, unix time) also make it the bucket's."""
+    bucket = f"{prefix}{bisect_left(histogram.bounds, value)}"
+    ops += (cond, histogram.name, bucket, 1, cond, histogram.name, f"{prefix}s", value)
+    if exemplar is not None:
+        _exemplar_op(ops, cond, histogram, bucket, exemplar[0], value, exemplar[1])
 
 
-def call_ops(metrics: ExporterMetrics, event: CallEvent) -> Ops:
-    """The operations ``record_call`` would perform for ``event``, whatever the decision."""
+def call_ops(metrics: ExporterMetrics, event: CallEvent, at: float) -> Ops:
+    """The operations ``record_call`` would perform for ``event``, whatever the decision;
+    ``at``: the unix time of its exemplars."""
+    sid = event.call_sid
     ops: Ops = ["e", metrics.status_events.name, "@S|@D", 1,
                 "f", metrics.calls.name, "@F|@D", 1]
+    _exemplar_op(ops, "f", metrics.calls, "@F|@D", sid, 1.0, at)
     if event.end_reason is not None:
         ops += ("f", metrics.end_reasons.name, f"{event.end_reason}|@D", 1)
     if event.call_duration is not None:
-        _observe_ops(ops, "d", metrics.duration, "@D|", event.call_duration)
+        _observe_ops(ops, "d", metrics.duration, "@D|", event.call_duration, (sid, at))
     if event.audio_in_mos:
-        _observe_ops(ops, "q", metrics.mos, "@D|", event.audio_in_mos)
+        _observe_ops(ops, "q", metrics.mos, "@D|", event.audio_in_mos, (sid, at))
         if event.audio_in_jitter_max_variance is not None:
             _observe_ops(ops, "q", metrics.jitter_max, "@D|",
                          event.audio_in_jitter_max_variance * _JITTER_UNIT)
@@ -647,12 +661,14 @@ class StatusMetrics:
             self.expired.inc((kind, reason))
 
 
-def item_ops(metrics: StatusMetrics, event: ItemEvent) -> Ops:
+def item_ops(metrics: StatusMetrics, event: ItemEvent, at: float) -> Ops:
     """The operations ``StatusMetrics.record`` would perform for ``event`` (see call_ops);
     the delivery time is observed by the store itself, which alone knows it."""
     if isinstance(event, MessageEvent):
+        final = "|".join(("@F", *event.slice))
         ops: Ops = ["e", metrics.message_events.name, event.status, 1,
-                    "f", metrics.messages.name, "|".join(("@F", *event.slice)), 1]
+                    "f", metrics.messages.name, final, 1]
+        _exemplar_op(ops, "f", metrics.messages, final, event.sid, 1.0, at)
         if event.error_code:
             ops += ("g1", metrics.message_errors.name, message_error_label(event.error_code), 1)
         if event.num_segments:

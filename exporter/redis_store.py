@@ -10,7 +10,8 @@
 - ``m:<metric name>``: a hash per cluster-wide metric family, one field per series
   (label values joined by ``|``; for histograms a bucket index or ``s`` for the sum
   follows), read back at each scrape into the same plain series the memory backend
-  renders.
+  renders. ``m:<metric name>:ex``: the same fields for the families with exemplars, each
+  the latest ``<sid>|<value>|<unix time>``.
 
 Each callback is one script call (one round trip): the script decides the event by
 the rules of ``calls`` / ``statuses`` and applies the metric increments the decision
@@ -39,7 +40,7 @@ from redis.exceptions import RedisError
 
 from .calls import Decision
 from .errors import Rejected
-from .metrics import Plain, PlainHistogram, call_ops, item_ops
+from .metrics import EXEMPLARS, ExemplarOf, Plain, PlainHistogram, call_ops, item_ops
 from .payloads import FINAL_CALL_STATUSES, CallEvent
 from .reports import REPORTED_STATUSES, failed_call_row
 from .statuses import Lifecycle, StatusDecision
@@ -60,8 +61,13 @@ local function apply_ops(P, first, cond, subst)
   local i = first
   while i + 3 <= #ARGV do
     if cond[ARGV[i]] then
+      local family = ARGV[i + 1]
       local field = string.gsub(ARGV[i + 2], '@(%u)', subst)
-      redis.call('HINCRBYFLOAT', P .. 'm:' .. ARGV[i + 1], field, ARGV[i + 3])
+      if string.sub(family, -3) == ':ex' then  -- an exemplar: the latest replaces it
+        redis.call('HSET', P .. 'm:' .. family, field, ARGV[i + 3])
+      else
+        redis.call('HINCRBYFLOAT', P .. 'm:' .. family, field, ARGV[i + 3])
+      end
     end
     i = i + 4
   end
@@ -429,6 +435,7 @@ class RedisStore:
         self.metrics = metrics
         self.item_metrics = item_metrics
         self.shared: tuple[Plain, ...] = (*metrics.shared, *item_metrics.shared)
+        self.exemplified = tuple(series for series in self.shared if series.exemplar_label)
         self.redis: aioredis.Redis = aioredis.from_url(
             state.redis_url, socket_timeout=state.timeout_seconds,
             socket_connect_timeout=state.timeout_seconds, health_check_interval=30)
@@ -559,6 +566,8 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         for series in self.shared:
             pipe.hgetall(f"{self.prefix}m:{series.name}")
+        for series in self.exemplified:
+            pipe.hgetall(f"{self.prefix}m:{series.name}{EXEMPLARS}")
         pipe.zcard(f"{self.prefix}calls")
         for lifecycle in self.lifecycles.values():
             pipe.zcard(f"{self.prefix}items:{lifecycle.kind}")
@@ -570,7 +579,10 @@ class RedisStore:
         self._back()
         for series, values in zip(self.shared, results, strict=False):
             load(series, values)
-        sizes = results[len(self.shared):]
+        exemplars = results[len(self.shared):len(self.shared) + len(self.exemplified)]
+        for series, values in zip(self.exemplified, exemplars, strict=True):
+            load_exemplars(series, values)
+        sizes = results[len(self.shared) + len(self.exemplified):]
         self._sizes["calls"] = sizes[0]
         for lifecycle, size in zip(self.lifecycles.values(), sizes[1:], strict=False):
             self._sizes[lifecycle.kind] = size
@@ -654,7 +666,7 @@ class RedisStore:
             _flag(settle), "".join(f"|{value}" for value in event.slice),
             metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
             metrics.time_to_answer.name, *_bounds(metrics.time_to_answer),
-            *call_ops(metrics, event)]
+            *call_ops(metrics, event, now)]
         if settle:
             args += ("f", metrics.reconciled.name, "@F", 1)
         result = await self._call_script(args=args)
@@ -682,7 +694,7 @@ class RedisStore:
             self.config.tracking.max_items, _flag(event.status in lifecycle.finals),
             _flag(event.status in lifecycle.start), _flag(event.status == lifecycle.end),
             wants, self.item_metrics.expired.name, elapsed.name if timed else "",
-            *(_bounds(elapsed) if timed else ["0"]), *item_ops(self.item_metrics, event)]
+            *(_bounds(elapsed) if timed else ["0"]), *item_ops(self.item_metrics, event, now)]
         result = await self._item_script(args=args)
         self._back()
         if result[0]:
@@ -760,6 +772,21 @@ def load(series: Plain, values: dict[bytes, bytes]) -> None:
         text = field.decode()
         totals[tuple(text.split("|")) if width else ()] = float(value)
     series.values = totals
+
+
+def load_exemplars(series: Plain, values: dict[bytes, bytes]) -> None:
+    """Replace a plain series' exemplars with the fields of its ``:ex`` hash."""
+    width = len(series.labelnames)
+    found: dict[tuple[str, ...], ExemplarOf] = {}
+    for field, value in values.items():
+        sid, number, at = value.decode().rsplit("|", 2)
+        found[tuple(field.decode().split("|"))] = (sid, float(number), float(at))
+    if isinstance(series, PlainHistogram):  # the field ends in the bucket index
+        series.exemplars = {(parts[:width], int(parts[width])): exemplar
+                            for parts, exemplar in found.items()}
+    else:
+        series.exemplars = {parts if width else (): exemplar
+                            for parts, exemplar in found.items()}
 
 
 def _text(value: bytes | str | int) -> str:

@@ -42,7 +42,8 @@ from exporter.store import MemoryStore
 
 from .conftest import ClientFactory, require_tool, sample, scrape, series
 from .fake_signalwire import FakeSignalWire, fake_api
-from .test_metrics import check_with_promtool
+from .test_metrics import check_with_promtool, exemplars_of
+from .test_reports import post
 from .test_sms import BEARER, TO, notification, relay_config
 
 __all__ = ["fake_api"]  # the fixture, imported so pytest finds it here
@@ -139,6 +140,11 @@ def values(series: Plain) -> dict[Any, Any]:
     return {labels: value for labels, value in series.values.items() if value}
 
 
+def exemplars(series: Plain) -> dict[Any, tuple[str, float]]:
+    """Each series' (or bucket's) exemplar: sid and value; the clocks of the stores differ."""
+    return {key: (sid, value) for key, (sid, value, _) in series.exemplars.items()}
+
+
 def assert_same(memory: Plain, redis: Plain) -> None:
     left, right = values(memory), values(redis)
     assert left.keys() == right.keys(), memory.name
@@ -147,10 +153,12 @@ def assert_same(memory: Plain, redis: Plain) -> None:
                         right[labels] if isinstance(value, list) else [right[labels]],
                         strict=True):
             assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (memory.name, labels)
+    assert exemplars(memory) == exemplars(redis), memory.name
 
 
 async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
-                 sliced: bool = False) -> None:
+                 sliced: bool = False) -> set[str]:
+    """Apply ``events`` to both stores and compare; the families that got exemplars."""
     config = small_config(redis_url, f"test-{uuid.uuid4().hex}:", sliced)
     memory, redis = stores(config)
     await redis.start()
@@ -176,8 +184,11 @@ async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
         assert redis.up._value.get() == 1  # nothing was spooled: the comparison is real
         pairs = zip((*memory.metrics.shared, *memory.item_metrics.shared),
                     redis.shared, strict=True)
+        exemplified = set()
         for left, right in pairs:
             assert_same(left, right)
+            if left.exemplars:
+                exemplified.add(left.name)
         assert redis.tracked_calls() == memory.tracked_calls()
         for endpoint in LIFECYCLES:
             assert redis.tracked_items(endpoint) == memory.tracked_items(endpoint)
@@ -185,6 +196,7 @@ async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
         expected = await memory.failed_call_rows(now)
         assert [(r["call_sid"], r["call_status"], r["call_direction"]) for r in rows] == [
             (r["call_sid"], r["call_status"], r["call_direction"]) for r in expected]
+        return exemplified
     finally:
         await redis.redis.flushdb()
         await redis.close()
@@ -216,7 +228,10 @@ def test_a_long_lifecycle_stream_matches_too(redis_url: str) -> None:
                                      timestamp=T0 + timedelta(seconds=seq * 3 + n),
                                      call_duration=60 + n, audio_in_mos=4.0), 1.0, n == 6))
     events[5], events[9] = events[9], events[5]
-    asyncio.run(replay(redis_url, events + events[:7]))
+    events.append((MessageEvent(sid="m-1", status="delivered", raw_status="delivered"), 1.0, False))
+    assert asyncio.run(replay(redis_url, events + events[:7])) == {
+        "signalwire_calls_total", "signalwire_call_duration_seconds", "signalwire_call_mos",
+        "signalwire_messages_total"}
 
 
 
@@ -356,3 +371,22 @@ async def test_one_notification_delivered_to_two_replicas_texts_each_recipient_o
         assert sample(client, "signalwire_exporter_sms_total", result="sent") \
             + sample(other, "signalwire_exporter_sms_total", result="sent") == 2
     assert len(fake_api.messages) == 2
+
+
+async def test_a_replica_serves_the_exemplar_of_a_call_another_replica_took(
+        exporter_client: ClientFactory, redis_url: str) -> None:
+    """OpenMetrics exemplars and the report filter are the group's, like the counts."""
+    one, two = (await exporter_client(shared_state(redis_url)),
+                await exporter_client(shared_state(redis_url)))
+    await post(one, {"CallSid": "redis-ex-1", "CallStatus": "failed", "Direction": "inbound",
+                     "CallDuration": "0"})
+    await post(one, {"MessageSid": "redis-ex-m1", "MessageStatus": "failed"}, "messaging")
+    found = await exemplars_of(two)
+    assert found[series("signalwire_calls_total", status="failed",
+                        direction="inbound")].labels == {"call_sid": "redis-ex-1"}
+    assert found[series("signalwire_messages_total",
+                        status="failed")].labels == {"message_sid": "redis-ex-m1"}
+    document = await (await two.get(
+        "/reports/failed-calls?format=json&call_sid=redis-ex-1")).json()
+    assert [row["call_sid"] for row in document["calls"]] == ["redis-ex-1"]
+    assert "redis-ex" not in await (await two.get("/metrics")).text()  # text format: none
