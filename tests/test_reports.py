@@ -6,8 +6,10 @@ import csv
 import io
 import itertools
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 
 from exporter import reports
@@ -15,7 +17,7 @@ from exporter.config import FailedCallsReportConfig
 from exporter.errors import Rejected
 from exporter.payloads import parse_call_event
 
-from .conftest import ClientFactory, sample
+from .conftest import ROOT, ClientFactory, sample
 from .test_app import post as post_callback
 
 _sids = itertools.count()
@@ -231,3 +233,14 @@ async def test_bad_call_sid_gets_400_json(client: TestClient, query: str) -> Non
     assert response.status == 400
     assert "call_sid" in (await response.json())["error"]
     assert sample(client, "signalwire_exporter_report_requests_total", outcome="invalid") == 1
+
+
+def test_the_dashboards_exemplar_link_is_a_query_the_report_accepts() -> None:
+    """Grafana's exemplar link (data source provisioning) leads to that call's row."""
+    provisioning = ROOT / "grafana" / "provisioning" / "datasources"
+    source = yaml.safe_load((provisioning / "prometheus.yaml").read_text())["datasources"][0]
+    (link,) = source["jsonData"]["exemplarTraceIdDestinations"]
+    url = urlsplit(link["url"].replace("$${__value.raw}", "CA-exemplar"))
+    assert url.path == "/reports/failed-calls"
+    query = reports.parse_query(dict(parse_qsl(url.query)), FailedCallsReportConfig())
+    assert (query.call_sid, query.format) == ("CA-exemplar", "json")
