@@ -224,6 +224,19 @@ class ExporterDownConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateStoreDownConfig:
+    severity: str = "critical"
+    pending_for: str = "5m"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbacksSpooledConfig:
+    severity: str = "warning"
+    window: str = "15m"
+    pending_for: str = "0s"
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsConfig:
     """Inputs of ``signalwire-exporter rules``: the exporter itself never reads them."""
 
@@ -245,6 +258,8 @@ class AlertsConfig:
         default_factory=TenDlcCampaignDeactivatedConfig)
     ten_dlc_number_assignment_failed: TenDlcNumberAssignmentFailedConfig = field(
         default_factory=TenDlcNumberAssignmentFailedConfig)
+    state_store_down: StateStoreDownConfig = field(default_factory=StateStoreDownConfig)
+    callbacks_spooled: CallbacksSpooledConfig = field(default_factory=CallbacksSpooledConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,6 +315,41 @@ def ten_dlc_number_assignment_failed(config: AlertsConfig) -> Alert:
         c.pending_for)
 
 
+def state_store_down(config: AlertsConfig) -> Alert:
+    c = config.state_store_down
+    return Alert(
+        "SignalWireStateStoreDown",
+        f'signalwire_exporter_store_up{{job="{config.job}"}} == 0',
+        c.severity,
+        "signalwire-exporter {{ $labels.instance }} cannot reach its state store",
+        "{{ $labels.instance }} (job {{ $labels.job }}) has not reached its Redis state store "
+        f"for at least {c.pending_for} (store_up = {{{{ $value }}}}). Its callbacks are still "
+        "answered 200 and wait in its spool (in its memory only, bounded by "
+        "state.spool_max_callbacks, then 503); the call metrics it serves are the last values "
+        "it read.",
+        c.pending_for)
+
+
+def callbacks_spooled(config: AlertsConfig) -> Alert:
+    c = config.callbacks_spooled
+    job = f'job="{config.job}"'
+    rejected = _increase("signalwire_exporter_store_spool_rejected_total", config, c.window,
+                         by="job, instance", per_replica=True)
+    waiting = (f"min by (job, instance) (min_over_time("
+               f"signalwire_exporter_store_spooled_callbacks{{{job}}}[{c.window}]))")
+    return Alert(
+        "SignalWireCallbacksSpooled",
+        f"{rejected} > 0\nor\n{waiting} > 0",
+        c.severity,
+        "Callbacks held or refused by the spool of {{ $labels.instance }}",
+        "{{ $labels.instance }} (job {{ $labels.job }}) answered callbacks 503 because its "
+        f"spool was full, or has held callbacks in its spool throughout the last {c.window} "
+        f"(about {_ABOUT} refused, or else the fewest waiting). Spooled callbacks live only in "
+        "this replica's memory until the state store takes them; refused ones are lost unless "
+        "SignalWire's retry reaches another replica.",
+        c.pending_for)
+
+
 ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     call_failures_high,
     call_failure_ratio_high,
@@ -325,6 +360,8 @@ ALERTS: tuple[Callable[[AlertsConfig], Alert], ...] = (
     callbacks_missing,
     ten_dlc_campaign_deactivated,
     ten_dlc_number_assignment_failed,
+    state_store_down,
+    callbacks_spooled,
 )
 
 

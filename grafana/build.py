@@ -734,13 +734,15 @@ def exporter_health() -> Section:
                  NEUTRAL, 0, legend="{{version}}")),
         (8, timeseries("Store up",
                        "1 while the instance reaches its shared state store (Redis), 0 while "
-                       "it does not: callbacks are then spooled, not lost." + store, "short",
+                       "it does not: callbacks are then spooled, not lost "
+                       "(SignalWireStateStoreDown fires after 5 minutes)." + store, "short",
                        [target(f"max by (instance) (signalwire_exporter_store_up{{{TARGET}}})",
                                "{{instance}}")], steps=UP_STEPS, bounds=(0, 1))),
         (8, timeseries("Spooled callbacks and store errors",
                        "Callbacks each instance holds while the store is unreachable, waiting "
-                       "to be written; and failed store operations per second (only those "
-                       "that occurred)." + store, "short",
+                       "to be written (SignalWireCallbacksSpooled fires when they wait 15 "
+                       "minutes or a full spool refuses callbacks); and failed store "
+                       "operations per second (only those that occurred)." + store, "short",
                        [target(per_replica(f"signalwire_exporter_store_spooled_callbacks{{{TARGET}}}",
                                      "instance"), "spooled {{instance}}"),
                         target(nonzero(per_replica(rate("signalwire_exporter_store_errors_total",

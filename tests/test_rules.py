@@ -23,7 +23,8 @@ ALERT_NAMES = ("SignalWireCallFailuresHigh", "SignalWireCallFailureRatioHigh",
                "SignalWireCallQualityLow", "SignalWireCallbacksRejected",
                "SignalWireExporterDown", "SignalWireMessageDeliveryFailuresHigh",
                "SignalWireCallbacksMissing",
-               "SignalWire10DLCCampaignDeactivated", "SignalWire10DLCNumberAssignmentFailed")
+               "SignalWire10DLCCampaignDeactivated", "SignalWire10DLCNumberAssignmentFailed",
+               "SignalWireStateStoreDown", "SignalWireCallbacksSpooled")
 # Call alerts link the failed-call report and the dashboard.
 LINKED = ALERT_NAMES[:3]
 # Fixed names other parts (dashboards, reports) query, with the labels they keep.
@@ -154,6 +155,8 @@ def test_rules_subcommand_reports_bad_alert_config(tmp_path: Path) -> None:
     ("exporter_down", {"severity": "page"}),
     ("call_failures_high", {"threshold": -1}),
     ("ten_dlc_campaign_deactivated", {"window": "a day"}),
+    ("state_store_down", {"pending_for": "soon"}),
+    ("callbacks_spooled", {"severity": "urgent"}),
 ])
 def test_alert_config_errors_name_their_key(section: str, bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as info:
@@ -325,7 +328,8 @@ def test_every_rule_counts_a_redis_group_once(tmp_path: Path, replicas: int,
                                       "tests": cases}, sort_keys=False, width=1000))
         files.append(str(out))
     # Every recording rule, and every alert on cluster-wide series.
-    per_replica = {"SignalWireCallbacksRejected", "SignalWireExporterDown"}
+    per_replica = {"SignalWireCallbacksRejected", "SignalWireExporterDown",
+                   "SignalWireStateStoreDown", "SignalWireCallbacksSpooled"}
     assert covered >= set(RECORDS) | set(ALERT_NAMES) - per_replica
     result = promtool("test", "rules", *files, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
