@@ -88,10 +88,13 @@ class Prices:
         """Add the call's price once; False while the API has no final price yet."""
         if call.status not in FINAL_CALL_STATUSES or call.price is None:
             return False
-        if await self.store.claim(f"price:{call_sid}", self.claim_ttl):
+        key = f"price:{call_sid}"
+        if await self.store.claim(key, self.claim_ttl):
             amount = -call.price  # the API's price is negative when charged
-            if amount > 0:
-                await self.store.add_price(direction, currency_label(call.price_unit), amount)
+            if amount > 0 and not await self.store.add_price(
+                    direction, currency_label(call.price_unit), amount):
+                await self.store.release(key)  # the store is away: again next round
+                return False
         return True
 
     async def round(self, now: float) -> None:

@@ -557,9 +557,14 @@ class RedisStore:
                           endpoint="voice", call_duration=duration)
         return await self._call(event, now, settle=True)
 
-    async def add_price(self, direction: str, currency: str, amount: float) -> None:
-        await self.redis.hincrbyfloat(f"{self.prefix}m:{self.metrics.price.name}",
-                                      f"{direction}|{currency}", amount)
+    async def add_price(self, direction: str, currency: str, amount: float) -> bool:
+        try:
+            await self.redis.hincrbyfloat(f"{self.prefix}m:{self.metrics.price.name}",
+                                          f"{direction}|{currency}", amount)
+        except _DOWN as exc:
+            self._failed(exc)
+            return False
+        return True
 
     async def before_scrape(self) -> None:
         """Read every cluster-wide family (one pipeline) into the plain series."""

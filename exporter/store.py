@@ -101,9 +101,11 @@ class Store(Protocol):
         a duplicate Decision, recording nothing, when it already has a final status.
         """
 
-    async def add_price(self, direction: str, currency: str, amount: float) -> None:
+    async def add_price(self, direction: str, currency: str, amount: float) -> bool:
         """Add ``amount`` (> 0) to ``signalwire_call_price_total{direction, currency}``;
-        callers claim ``price:<CallSid>`` first, so each call is added once."""
+        callers claim ``price:<CallSid>`` first, so each call is added once. False when
+        it could not be added now (a shared backend is away): the caller releases its
+        claim and tries again later."""
 
     async def before_scrape(self) -> None: ...
 
@@ -200,8 +202,9 @@ class MemoryStore:
         self.failed_calls.add(event, status, decision.direction, now)
         return decision
 
-    async def add_price(self, direction: str, currency: str, amount: float) -> None:
+    async def add_price(self, direction: str, currency: str, amount: float) -> bool:
         self.metrics.price.inc((direction, currency), amount)
+        return True
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = time.monotonic()

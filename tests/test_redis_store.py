@@ -390,3 +390,18 @@ async def test_a_replica_serves_the_exemplar_of_a_call_another_replica_took(
         "/reports/failed-calls?format=json&call_sid=redis-ex-1")).json()
     assert [row["call_sid"] for row in document["calls"]] == ["redis-ex-1"]
     assert "redis-ex" not in await (await two.get("/metrics")).text()  # text format: none
+
+
+def test_a_price_that_cannot_be_added_is_reported_so_its_claim_is_given_back() -> None:
+    from .conftest import free_port
+
+    async def scenario() -> None:
+        config = parse_config({"state": {
+            "backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "timeout_seconds": 0.2}}, environ={})
+        _, redis = stores(config)  # nothing listens there: the store is away
+        assert await redis.add_price("inbound", "USD", 0.5) is False
+        assert redis.up._value.get() == 0
+        await redis.redis.aclose()
+
+    asyncio.run(scenario())
