@@ -490,33 +490,35 @@ Ops = list[str | float]
 EXEMPLARS = ":ex"  # the suffix of an exemplar operation's family
 
 
-def _exemplar_op(ops: Ops, cond: str, series: Plain, field: str, sid: str, value: float,
+def _exemplar_op(ops: Ops, cond: str, series: Plain, field: str, value: float,
                  at: float) -> None:
-    ops += (cond, series.name + EXEMPLARS, field, f"{sid}|{value!r}|{at!r}")
+    # @I: the event's sid, which the store fills in (so no operation carries what the
+    # provider sent: the operations travel as one tab-separated string)
+    ops += (cond, series.name + EXEMPLARS, field, f"@I|{value!r}|{at!r}")
 
 
 def _observe_ops(ops: Ops, cond: str, histogram: PlainHistogram, prefix: str,
-                 value: float, exemplar: tuple[str, float] | None = None) -> None:
-    """Observe ``value``; with ``exemplar`` (sid, unix time) also make it the bucket's."""
+                 value: float, exemplar_at: float | None = None) -> None:
+    """Observe ``value``; with ``exemplar_at`` (unix time) also make the event the bucket's
+    exemplar."""
     bucket = f"{prefix}{bisect_left(histogram.bounds, value)}"
     ops += (cond, histogram.name, bucket, 1, cond, histogram.name, f"{prefix}s", value)
-    if exemplar is not None:
-        _exemplar_op(ops, cond, histogram, bucket, exemplar[0], value, exemplar[1])
+    if exemplar_at is not None:
+        _exemplar_op(ops, cond, histogram, bucket, value, exemplar_at)
 
 
 def call_ops(metrics: ExporterMetrics, event: CallEvent, at: float) -> Ops:
     """The operations ``record_call`` would perform for ``event``, whatever the decision;
     ``at``: the unix time of its exemplars."""
-    sid = event.call_sid
     ops: Ops = ["e", metrics.status_events.name, "@S|@D", 1,
                 "f", metrics.calls.name, "@F|@D", 1]
-    _exemplar_op(ops, "f", metrics.calls, "@F|@D", sid, 1.0, at)
+    _exemplar_op(ops, "f", metrics.calls, "@F|@D", 1.0, at)
     if event.end_reason is not None:
         ops += ("f", metrics.end_reasons.name, f"{event.end_reason}|@D", 1)
     if event.call_duration is not None:
-        _observe_ops(ops, "d", metrics.duration, "@D|", event.call_duration, (sid, at))
+        _observe_ops(ops, "d", metrics.duration, "@D|", event.call_duration, at)
     if event.audio_in_mos:
-        _observe_ops(ops, "q", metrics.mos, "@D|", event.audio_in_mos, (sid, at))
+        _observe_ops(ops, "q", metrics.mos, "@D|", event.audio_in_mos, at)
         if event.audio_in_jitter_max_variance is not None:
             _observe_ops(ops, "q", metrics.jitter_max, "@D|",
                          event.audio_in_jitter_max_variance * _JITTER_UNIT)
@@ -668,7 +670,7 @@ def item_ops(metrics: StatusMetrics, event: ItemEvent, at: float) -> Ops:
         final = "|".join(("@F", *event.slice))
         ops: Ops = ["e", metrics.message_events.name, event.status, 1,
                     "f", metrics.messages.name, final, 1]
-        _exemplar_op(ops, "f", metrics.messages, final, event.sid, 1.0, at)
+        _exemplar_op(ops, "f", metrics.messages, final, 1.0, at)
         if event.error_code:
             ops += ("g1", metrics.message_errors.name, message_error_label(event.error_code), 1)
         if event.num_segments:

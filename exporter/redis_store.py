@@ -56,20 +56,21 @@ log = logging.getLogger(__name__)
 _FINALS = ", ".join(f"['{status}'] = true" for status in sorted(FINAL_CALL_STATUSES))
 
 # Shared by the scripts: apply the operations whose condition holds.
-_APPLY_OPS = """
-local function apply_ops(P, first, cond, subst)
-  local i = first
-  while i + 3 <= #ARGV do
-    if cond[ARGV[i]] then
-      local family = ARGV[i + 1]
-      local field = string.gsub(ARGV[i + 2], '@(%u)', subst)
+_APPLY_OPS = r"""
+local PART = '([^\t\n]*)\t'
+local OPERATION = PART .. PART .. PART .. '([^\n]*)\n'
+
+local function apply_ops(P, ops, cond, subst)
+  -- ops: one line per operation, "condition TAB family TAB field TAB amount"
+  for c, family, field, amount in string.gmatch(ops, OPERATION) do
+    if cond[c] then
+      field = string.gsub(field, '@(%u)', subst)
       if string.sub(family, -3) == ':ex' then  -- an exemplar: the latest replaces it
-        redis.call('HSET', P .. 'm:' .. family, field, ARGV[i + 3])
+        redis.call('HSET', P .. 'm:' .. family, field, (string.gsub(amount, '@(%u)', subst)))
       else
-        redis.call('HINCRBYFLOAT', P .. 'm:' .. family, field, ARGV[i + 3])
+        redis.call('HINCRBYFLOAT', P .. 'm:' .. family, field, amount)
       end
     end
-    i = i + 4
   end
 end
 
@@ -90,25 +91,20 @@ local function read_bounds(at)
 end
 """
 
-# ARGV: prefix, sid, status, sequence ('' = none), direction, now, max_calls, stamp
-# ('' = none), has duration, has MOS, has SIP code ('1' or ''), unanswered status ('' =
-# none), in-progress family, expired family, report row JSON ('' = none), report size,
-# settle ('1': a final status from the REST API, see Store.settle), the event's slice
-# ('|app|line' label values, '' without), post-dial delay family + bounds,
-# time-to-answer family + bounds, then the operations.
+# ARGV: prefix, sid, status, sequence ('' = none), direction, now, stamp ('' = none), has
+# duration, has MOS, has SIP code ('1' or ''), unanswered status ('' = none), report row
+# JSON ('' = none), settle ('1': a final status from the REST API, see Store.settle), the
+# event's slice ('|app|line' label values, '' without), the operations (see apply_ops).
 # Returns {2} for a settle of an untracked call, {1, ...} for a duplicate.
 _CALL_SCRIPT = _APPLY_OPS + """
 local P, sid, status, seq, evdir = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local now, max_calls, stamp = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
-local has_duration, has_mos, has_sip = ARGV[9] == '1', ARGV[10] == '1', ARGV[11] == '1'
-local unanswered, gauge, expired = ARGV[12], ARGV[13], ARGV[14]
-local row, report_size = ARGV[15], tonumber(ARGV[16])
-local settle, sl = ARGV[17] == '1', ARGV[18]
-local pdd_family, tta_family = ARGV[19], nil
-local pdd_bounds, tta_bounds, at
-pdd_bounds, at = read_bounds(20)
-tta_family = ARGV[at]
-tta_bounds, at = read_bounds(at + 1)
+local now, stamp = tonumber(ARGV[6]), ARGV[7]
+local has_duration, has_mos, has_sip = ARGV[8] == '1', ARGV[9] == '1', ARGV[10] == '1'
+local unanswered, row = ARGV[11], ARGV[12]
+local settle, sl, ops = ARGV[13] == '1', ARGV[14], ARGV[15]
+-- this exporter's constants (RedisStore fills them in): max_calls, report_size, gauge,
+-- expired, pdd_family, pdd_bounds, tta_family, tta_bounds
+@CONSTANTS@
 local FINAL = {@FINALS@}
 local IN_PROGRESS, QUALITY, PDD, ANSWER, SIP, ANSWERED = 1, 2, 4, 8, 16, 32
 local key, zkey = P .. 'c:' .. sid, P .. 'calls'
@@ -230,7 +226,7 @@ if moved ~= '' then
   redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, moved .. sl, -1)
   redis.call('HINCRBYFLOAT', P .. 'm:' .. gauge, dir .. sl, 1)
 end
-apply_ops(P, at, cond, {D = dir .. sl, S = status, F = final_status})
+apply_ops(P, ops, cond, {D = dir .. sl, S = status, F = final_status, I = sid})
 if final_status ~= '' and row ~= '' then
   local entry = cjson.decode(row)
   if entry['reported'][final_status] then
@@ -246,13 +242,15 @@ return {0, dir, status, flag(late), final_status, delta, moved, flag(cond.d), fl
 """.replace("@FINALS@", _FINALS)
 
 # ARGV: prefix, kind, sid, status, now, max_items, is final, is start, is end ('1' or
-# ''), wants, expired family, elapsed family + bounds ('' = the kind is not timed), ops.
+# ''), wants, expired family, elapsed family + bounds ('' = the kind is not timed), the
+# operations (see apply_ops).
 _ITEM_SCRIPT = _APPLY_OPS + """
 local P, kind, sid, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, max_items = tonumber(ARGV[5]), tonumber(ARGV[6])
 local is_final, is_start, is_end = ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
 local wants, expired, elapsed_family = tonumber(ARGV[10]), ARGV[11], ARGV[12]
 local bounds, at = read_bounds(13)
+local ops = ARGV[at]
 local key, zkey = P .. 'i:' .. kind .. ':' .. sid, P .. 'items:' .. kind
 
 local st = redis.call('HMGET', key, 'cr', 'fin', 'gr', 'st', 'en', 'tm')
@@ -305,7 +303,7 @@ if elapsed_family ~= '' and not st[6] then
     end
   end
 end
-apply_ops(P, at, cond, {F = final_status, S = status})
+apply_ops(P, ops, cond, {F = final_status, S = status, I = sid})
 return {0, late and 1 or 0, final_status, grant, tostring(elapsed)}
 """
 
@@ -439,7 +437,19 @@ class RedisStore:
         self.redis: aioredis.Redis = aioredis.from_url(
             state.redis_url, socket_timeout=state.timeout_seconds,
             socket_connect_timeout=state.timeout_seconds, health_check_interval=30)
-        self._call_script = self.redis.register_script(_CALL_SCRIPT)
+        def lua_bounds(histogram: PlainHistogram) -> str:
+            return "{" + ", ".join(repr(bound) for bound in histogram.bounds[:-1]) + "}"
+
+        constants = (
+            f"local max_calls, report_size = {config.tracking.max_calls}, "
+            f"{config.reports.failed_calls.max_entries}\n"
+            f"local gauge, expired = '{metrics.in_progress.name}', '{metrics.expired.name}'\n"
+            f"local pdd_family, pdd_bounds = '{metrics.post_dial_delay.name}', "
+            f"{lua_bounds(metrics.post_dial_delay)}\n"
+            f"local tta_family, tta_bounds = '{metrics.time_to_answer.name}', "
+            f"{lua_bounds(metrics.time_to_answer)}")
+        self._call_script = self.redis.register_script(
+            _CALL_SCRIPT.replace("@CONSTANTS@", constants))
         self._item_script = self.redis.register_script(_ITEM_SCRIPT)
         self._expire_script = self.redis.register_script(_EXPIRE_SCRIPT)
         self._count_once_script = self.redis.register_script(_COUNT_ONCE_SCRIPT)
@@ -655,25 +665,21 @@ class RedisStore:
         stamp = ""
         if event.timestamp is not None:
             stamp = str(int(event.timestamp.timestamp()))
-        report = self.config.reports.failed_calls
         row = ""
         if event.status in FINAL_CALL_STATUSES:
             entry = failed_call_row(event, "", "", _wall(now))
             row = json.dumps({"reported": dict.fromkeys(REPORTED_STATUSES, True),
                               "row": {**entry, "_at": now}})
+        ops = call_ops(metrics, event, now)
+        if settle:
+            ops += ("f", metrics.reconciled.name, "@F", 1)
         args: list[str | float | int] = [
             self.prefix, event.call_sid, event.status,
             "" if event.sequence_number is None else event.sequence_number,
-            event.direction, now, self.config.tracking.max_calls, stamp,
+            event.direction, now, stamp,
             _flag(event.call_duration is not None), _flag(event.audio_in_mos),
-            _flag(event.sip_result_code is not None), event.unanswered_status or "",
-            metrics.in_progress.name, metrics.expired.name, row, report.max_entries,
-            _flag(settle), "".join(f"|{value}" for value in event.slice),
-            metrics.post_dial_delay.name, *_bounds(metrics.post_dial_delay),
-            metrics.time_to_answer.name, *_bounds(metrics.time_to_answer),
-            *call_ops(metrics, event, now)]
-        if settle:
-            args += ("f", metrics.reconciled.name, "@F", 1)
+            _flag(event.sip_result_code is not None), event.unanswered_status or "", row,
+            _flag(settle), "".join(f"|{value}" for value in event.slice), _joined(ops)]
         result = await self._call_script(args=args)
         self._back()
         if result[0] == 2:
@@ -699,7 +705,8 @@ class RedisStore:
             self.config.tracking.max_items, _flag(event.status in lifecycle.finals),
             _flag(event.status in lifecycle.start), _flag(event.status == lifecycle.end),
             wants, self.item_metrics.expired.name, elapsed.name if timed else "",
-            *(_bounds(elapsed) if timed else ["0"]), *item_ops(self.item_metrics, event, now)]
+            *(_bounds(elapsed) if timed else ["0"]),
+            _joined(item_ops(self.item_metrics, event, now))]
         result = await self._item_script(args=args)
         self._back()
         if result[0]:
@@ -792,6 +799,15 @@ def load_exemplars(series: Plain, values: dict[bytes, bytes]) -> None:
     else:
         series.exemplars = {parts if width else (): exemplar
                             for parts, exemplar in found.items()}
+
+
+def _joined(ops: list[str | float]) -> str:
+    """Operations as the scripts read them: one line each, fields tab-separated. A single
+    argument: redis-py encodes each argument in Python, and a callback has dozens."""
+    return "".join(f"{ops[i]}\t{ops[i + 1]}\t{ops[i + 2]}\t{ops[i + 3]!r}\n"
+                   if isinstance(ops[i + 3], float) else
+                   f"{ops[i]}\t{ops[i + 1]}\t{ops[i + 2]}\t{ops[i + 3]}\n"
+                   for i in range(0, len(ops), 4))
 
 
 def _text(value: bytes | str | int) -> str:
