@@ -1,11 +1,13 @@
 -- wrk script: POST pre-signed voice callbacks, a new CallSid on every request.
--- Usage: wrk -s bench/load.lua URL -- BODIES_FILE
+-- Usage: wrk -s bench/load.lua URL -- BODIES_FILE [FIRST]
 -- BODIES_FILE has one "signature body" line per request (bench/workload.py writes it);
--- the script cycles through it, so it must hold more lines than the run sends.
+-- the script cycles through it from line FIRST + 1 (default 1), so it must hold more
+-- lines than the run sends.
 local requests = {}
 local index = 0
 
 function init(args)
+  index = tonumber(args[2] or "0")
   for line in io.lines(args[1]) do
     local sig, body = line:match("^(%S+) (.*)$")
     requests[#requests + 1] = wrk.format("POST", nil, {

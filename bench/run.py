@@ -10,13 +10,17 @@ Phases (see bench/README.md for what each figure means and the latest results):
 2. the seed example's way (Flask + pandas) after 10,000 calls, loaded the same way;
 3. resident memory of the call tracker over one million calls, uncapped and at its cap;
 4. time to render /metrics with every status x direction series and histogram populated;
-5. the cost of each pure pipeline stage (bench/stages.py), steady on a busy machine.
+5. the cost of each pure pipeline stage (bench/stages.py), steady on a busy machine;
+6. the redis backend (state.backend: redis, a redis-server the bench starts) against the
+   memory backend: exporter and Redis CPU per callback, requests/s, p99 at the fixed
+   rate, Redis memory per tracked call, and two replicas on one Redis against one.
 Figures are printed and written to bench/results/latest.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -66,16 +70,20 @@ class Settings:
     render_iterations: int
     instruction_requests: tuple[int, int]  # (small, large): bench/instructions.py
     instruction_servers: tuple[str, ...]
+    redis_extras: bool  # phase 6: a warm-up, and the redis backend without hiredis too
+    redis_bodies: int  # phase 6: distinct signed callbacks per server for all its runs
 
 
 FULL = Settings(seconds=5, connections=32, rounds=2, bodies=40_000, fixed_rate=2000,
                 fixed_seconds=5, seed_preload=10_000, seed_seconds=10, memory_calls=1_000_000,
                 memory_cap=100_000, render_iterations=200,
-                instruction_requests=(300, 1300), instruction_servers=("exporter", "floor", "bare"))
+                instruction_requests=(300, 1300), instruction_servers=("exporter", "floor", "bare"),
+                redis_extras=True, redis_bodies=150_000)
 SMOKE = Settings(seconds=1, connections=8, rounds=1, bodies=12_000, fixed_rate=500,
                  fixed_seconds=1, seed_preload=1_000, seed_seconds=1, memory_calls=20_000,
                  memory_cap=5_000, render_iterations=10,
-                 instruction_requests=(5, 25), instruction_servers=("exporter",))
+                 instruction_requests=(5, 25), instruction_servers=("exporter",),
+                 redis_extras=False, redis_bodies=3_000)
 
 
 def cores() -> tuple[set[int] | None, set[int] | None]:
@@ -108,13 +116,15 @@ class Server:
     """A server process pinned to the server core, ready once /healthz answers."""
 
     def __init__(self, name: str, argv: list[str], port: int, workdir: Path,
-                 cwd: Path = ROOT) -> None:
+                 cwd: Path = ROOT, core: set[int] | None = SERVER_CORE,
+                 env: dict[str, str] | None = None) -> None:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / f"{name}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                         preexec_fn=pinned(SERVER_CORE))
+                                         preexec_fn=pinned(core),
+                                         env={**os.environ, **env} if env else None)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -148,10 +158,12 @@ class Server:
                 self.proc.wait()
 
 
-def server_argv(name: str, port: int, workdir: Path) -> list[str]:
+def server_argv(name: str, port: int, workdir: Path,
+                state: dict[str, Any] | None = None) -> list[str]:
     """How to start ``name`` (exporter, before, floor or bare) on ``port``.
 
-    The exporter runs with signatures on and events not logged.
+    The exporter runs with signatures on and events not logged; ``state`` is its
+    ``state`` section (the memory backend without it).
     """
     if name in ("floor", "bare"):
         return [sys.executable, str(BENCH / f"{name}.py"), str(port)]
@@ -161,22 +173,31 @@ def server_argv(name: str, port: int, workdir: Path) -> list[str]:
         "signature": {"signing_keys": [SIGNING_KEY],
                       "public_base_url": f"http://127.0.0.1:{port}"},
         "logging": {"level": "warning"},
+        **({"state": state} if state else {}),
     }))
     return [sys.executable, "-m", "exporter", "--config", str(config)]
 
 
-def start_server(workdir: Path, name: str, checkout: Path = ROOT) -> Server:
+def start_server(workdir: Path, name: str, checkout: Path = ROOT,
+                 state: dict[str, Any] | None = None, core: set[int] | None = SERVER_CORE,
+                 env: dict[str, str] | None = None) -> Server:
     port = free_port()
-    return Server(name, server_argv(name, port, workdir), port, workdir, cwd=checkout)
+    return Server(name, server_argv(name, port, workdir, state), port, workdir, cwd=checkout,
+                  core=core, env=env)
 
 
-def wrk(server: Server, bodies: Path, seconds: float, connections: int) -> dict[str, Any]:
-    """Saturating load from wrk on the load core; requests/s and latency percentiles."""
+def wrk(server: Server, bodies: Path, seconds: float, connections: int,
+        core: set[int] | None = LOAD_CORE, first: int = 0) -> dict[str, Any]:
+    """Saturating load from wrk on the load core; requests/s and latency percentiles.
+
+    The bodies are sent from line ``first`` on (0-based).
+    """
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s",
-            "-s", str(BENCH / "load.lua"), server.url + "/callbacks/voice", "--", str(bodies)]
+            "-s", str(BENCH / "load.lua"), server.url + "/callbacks/voice", "--", str(bodies),
+            str(first)]
     cpu_before = server.cpu_seconds()
     out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                         preexec_fn=pinned(LOAD_CORE), timeout=seconds + 90).stdout
+                         preexec_fn=pinned(core), timeout=seconds + 90).stdout
     cpu = server.cpu_seconds() - cpu_before
     raw = json.loads(out.strip().splitlines()[-1])
     seconds_run = raw["duration_us"] / 1e6
@@ -274,6 +295,257 @@ def phase_throughput(s: Settings, workdir: Path, before: Path | None,
         result.update(before_rps=rps["before"], before_cpu_us_per_request=cpu["before"],
                       ratio_exporter_before=rps["exporter"] / rps["before"],
                       ratio_cpu_before_exporter=cpu["before"] / cpu["exporter"])
+    return result
+
+
+class RedisServer:
+    """A throw-away redis-server on a free loopback port: no persistence, no other client."""
+
+    def __init__(self, workdir: Path, core: set[int] | None) -> None:
+        import redis
+
+        self.port = free_port()
+        self.log_path = workdir / "redis.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                 "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned(core))
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                return
+            except redis.RedisError as error:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"redis-server not ready:\n{self.log_path.read_text()}") from error
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """Redis's own user + system CPU time, as it reports it (``INFO cpu``)."""
+        info = self.client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+def unpin(pid: int) -> None:
+    """Let every thread of ``pid`` run on any core (undoes ``pinned``)."""
+    every = os.sched_getaffinity(0)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), every)
+
+
+def sample_total(server: Server, name: str) -> float:
+    """The sum of every sample called ``name`` in the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(server.get("/metrics"))
+               for sample in family.samples if sample.name == name)
+
+
+def hiredis_available() -> bool:
+    import redis.utils
+
+    return bool(redis.utils.HIREDIS_AVAILABLE)
+
+
+def without_hiredis(workdir: Path) -> dict[str, str]:
+    """An environment in which ``import hiredis`` fails, so redis-py parses in Python:
+    the same as ``pip uninstall hiredis``, without touching the installed packages."""
+    shadow = workdir / "no-hiredis"
+    shadow.mkdir(exist_ok=True)
+    (shadow / "hiredis.py").write_text("raise ImportError('hidden by bench/run.py')\n")
+    path = os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path}
+
+
+def phase_redis(s: Settings, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The redis backend beside the memory backend, loaded the same way in the same run.
+
+    The exporters take the server core in turn, as in phase 1; Redis runs on the load
+    core beside wrk, so that its CPU does not count as the exporter's (each process's CPU
+    time is read apart: the exporter's from /proc, Redis's from ``INFO cpu``). Then the
+    redis-backed exporter at the fixed rate, Redis's memory per tracked call, and two
+    replicas on the same Redis against one, with nothing pinned.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    redis_server = RedisServer(workdir, LOAD_CORE)
+    baseline_memory = redis_server.used_memory()
+    version = str(redis_server.client.info("server")["redis_version"])
+
+    def state(prefix: str) -> dict[str, Any]:
+        return {"backend": "redis", "redis_url": redis_server.url, "key_prefix": prefix}
+
+    # name -> (state section, environment); without hiredis only in the full run
+    variants: dict[str, tuple[dict[str, Any] | None, dict[str, str] | None]] = {
+        "memory": (None, None), "redis": (state("bench-redis:"), None)}
+    hiredis = hiredis_available()
+    if hiredis and s.redis_extras:
+        variants["redis-no-hiredis"] = (state("bench-no-hiredis:"), without_hiredis(workdir))
+    starts = {name: (state_, env) for name, (state_, env) in variants.items()}
+    starts["replica-b"] = (state("bench-redis:"), None)  # the pair: joins "redis" later
+    servers: dict[str, Server] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=len(starts)) as pool:
+            futures = {name: pool.submit(start_server, workdir, name, state=state_, env=env,
+                                         core=None if name == "replica-b" else SERVER_CORE)
+                       for name, (state_, env) in starts.items()}
+            for name, future in futures.items():
+                servers[name] = future.result()
+        names = list(variants)
+        # One file of calls per server, each run going on where the last stopped: new
+        # calls every run (the redis variants share what they tracked), and one signing
+        # pass per server (signing is most of the smoke run's time otherwise).
+        bodies = {name: write_bodies(workdir / f"redis-{name}.txt", server.url,
+                                     s.redis_bodies, seed=2000 + i)
+                  for i, (name, server) in enumerate(servers.items())}
+        sent = dict.fromkeys(servers, 0)
+
+        def load(server: Server, seconds: float, connections: int,
+                 core: set[int] | None = LOAD_CORE) -> dict[str, Any]:
+            result = wrk(server, bodies[server.name], seconds, connections, core,
+                         first=sent[server.name] % s.redis_bodies)
+            # wrk stops with up to one request per connection sent but not answered
+            sent[server.name] += result["requests"] + connections
+            return result
+
+        if s.redis_extras:
+            for name in names:
+                load(servers[name], 1, s.connections)
+        outcomes_before = {name: callback_outcomes(servers[name]) for name in names}
+        rounds: list[dict[str, Any]] = []
+        for r in range(s.rounds):
+            for name in names:
+                redis_before = redis_server.cpu_seconds()
+                result = load(servers[name], s.seconds, s.connections)
+                redis_cpu = redis_server.cpu_seconds() - redis_before
+                result.update(round=r, redis_cpu_us_per_request=redis_cpu / result["requests"]
+                              * 1e6 if result["requests"] else None)
+                rounds.append(result)
+                log(f"  round {r} {name:16s} {result['rps']:7.0f} req/s  exporter "
+                    f"{result['cpu_us_per_request']:5.0f} us CPU/req, Redis "
+                    f"{result['redis_cpu_us_per_request']:4.0f} us CPU/req  "
+                    f"p99 {result['p99_ms']:.2f} ms")
+        outcomes = {name: {k: v - outcomes_before[name].get(k, 0)
+                           for k, v in callback_outcomes(servers[name]).items()
+                           if v - outcomes_before[name].get(k, 0)} for name in names}
+
+        def mean(name: str, key: str) -> float:
+            return statistics.mean(r[key] for r in rounds if r["server"] == name)
+
+        figures: dict[str, Any] = {}
+        for name in names:
+            figures[name] = {"rps": mean(name, "rps"),
+                             "exporter_cpu_us_per_request": mean(name, "cpu_us_per_request"),
+                             "redis_cpu_us_per_request": mean(name, "redis_cpu_us_per_request")}
+        memory, redis_ = figures["memory"], figures["redis"]
+        # requests per CPU-second, redis/memory: the exporter's CPU alone, and with
+        # Redis's own CPU added (what the callbacks cost the machine in all)
+        ratio_exporter = (memory["exporter_cpu_us_per_request"]
+                          / redis_["exporter_cpu_us_per_request"])
+        ratio_total = memory["exporter_cpu_us_per_request"] / (
+            redis_["exporter_cpu_us_per_request"] + redis_["redis_cpu_us_per_request"])
+        log(f"  requests per CPU-second, redis/memory: {ratio_exporter:.2f} (exporter CPU "
+            f"only), {ratio_total:.2f} (exporter + Redis CPU); requests/s "
+            f"{redis_['rps'] / memory['rps']:.2f}")
+        result: dict[str, Any] = {
+            "rounds": rounds, "callback_outcomes": outcomes, "backends": figures,
+            "ratio_cpu_redis_memory": ratio_exporter,
+            "ratio_cpu_with_redis_redis_memory": ratio_total,
+            "ratio_rps_redis_memory": redis_["rps"] / memory["rps"],
+            "hiredis_installed": hiredis, "redis_version": version}
+        if "redis-no-hiredis" in figures:
+            result["ratio_cpu_hiredis_without"] = (
+                figures["redis-no-hiredis"]["exporter_cpu_us_per_request"]
+                / redis_["exporter_cpu_us_per_request"])
+            log(f"  CPU per request without hiredis / with: "
+                f"{result['ratio_cpu_hiredis_without']:.2f}")
+
+        fixed_bodies = write_bodies(workdir / "redis-fixed.txt", servers["redis"].url,
+                                    int(s.fixed_rate * s.fixed_seconds), seed=2500)
+        fixed = fixed_rate(servers["redis"], fixed_bodies, s.fixed_rate, s.fixed_seconds)
+        result["fixed_rate"] = fixed
+        log(f"  redis backend at a fixed {fixed['target_rps']:.0f} req/s: achieved "
+            f"{fixed['achieved_rps']:.0f}, p50 {fixed['p50_ms']:.2f} ms  "
+            f"p99 {fixed['p99_ms']:.2f} ms  errors {fixed['errors']}")
+
+        # Redis's memory per tracked call: everything the runs left, over the calls kept
+        tracked = sum(int(redis_server.client.zcard(f"{state_['key_prefix']}calls"))
+                      for state_, _ in variants.values() if state_)
+        used = redis_server.used_memory() - baseline_memory
+        sample = list(redis_server.client.scan_iter("bench-redis:c:*", count=1000))[:200]
+        per_key = (statistics.mean(int(redis_server.client.memory_usage(key, samples=0) or 0)
+                                   for key in sample) if sample else None)
+        result["redis_memory"] = {"tracked_calls": tracked, "used_memory_bytes": used,
+                                  "bytes_per_tracked_call": used / tracked if tracked else None,
+                                  "call_hash_bytes": per_key}
+        log(f"  Redis memory: {tracked} tracked calls, {used / 2**20:.1f} MiB over the empty "
+            f"server: {used / max(tracked, 1):.0f} B per tracked call (the call's hash alone: "
+            f"{per_key or 0:.0f} B, MEMORY USAGE)")
+
+        # One replica, then two on the same Redis, each loaded by its own wrk; nothing
+        # pinned: on two cores this shows what a second process adds on this machine, and
+        # that the pair counts every call once, not how replicas scale on more cores.
+        pair = [servers["redis"], servers["replica-b"]]
+        unpin(pair[0].proc.pid)
+        unpin(redis_server.proc.pid)
+
+        def cluster_run(members: list[Server]) -> dict[str, Any]:
+            calls_before = sample_total(members[0], "signalwire_calls_total")
+            accepted_before = sum(callback_outcomes(m).get("accepted", 0) for m in members)
+            cpu_before = [m.cpu_seconds() for m in members]
+            redis_before = redis_server.cpu_seconds()
+            with ThreadPoolExecutor(max_workers=len(members)) as pool:
+                runs = list(pool.map(lambda m: load(m, s.seconds, s.connections, None),
+                                     members))
+            exporter_cpu = sum(m.cpu_seconds() - c for m, c in zip(members, cpu_before,
+                                                                   strict=True))
+            redis_cpu = redis_server.cpu_seconds() - redis_before
+            requests = sum(r["requests"] for r in runs)
+            # the cluster-wide count, read from each member: all must agree
+            counted = [sample_total(m, "signalwire_calls_total") - calls_before
+                       for m in members]
+            accepted = sum(callback_outcomes(m).get("accepted", 0)
+                           for m in members) - accepted_before
+            return {"replicas": len(members), "requests": requests, "accepted": accepted,
+                    "rps": sum(r["rps"] for r in runs),
+                    "exporter_cpu_us_per_request": exporter_cpu / requests * 1e6,
+                    "redis_cpu_us_per_request": redis_cpu / requests * 1e6,
+                    "non_2xx": sum(r["non_2xx"] for r in runs),
+                    "socket_errors": sum(r["socket_errors"] for r in runs),
+                    "calls_counted_cluster_wide": counted,
+                    "p99_ms": max(r["p99_ms"] for r in runs)}
+
+        one = cluster_run(pair[:1])
+        two = cluster_run(pair)
+        for run in (one, two):
+            log(f"  {run['replicas']} replica(s): {run['rps']:7.0f} req/s  exporter "
+                f"{run['exporter_cpu_us_per_request']:4.0f} + Redis "
+                f"{run['redis_cpu_us_per_request']:3.0f} us CPU/req; "
+                f"{run['accepted']} accepted, counted cluster-wide "
+                f"{', '.join(f'{c:.0f}' for c in run['calls_counted_cluster_wide'])}")
+        result.update(one_replica=one, two_replicas=two,
+                      ratio_rps_two_one=two["rps"] / one["rps"])
+        log(f"  two replicas / one: {result['ratio_rps_two_one']:.2f} in requests/s "
+            f"({os.cpu_count()} cores for both replicas, Redis and the two wrk)")
+    finally:
+        for server in servers.values():
+            server.stop()
+        redis_server.stop()
     return result
 
 
@@ -461,6 +733,15 @@ def main(argv: list[str] | None = None) -> int:
     results["render"] = phase_render(s, log)
     log("5. cost of each pipeline stage per callback (best of 5, no HTTP)")
     results["stages"] = phase_stages(log)
+    if shutil.which("redis-server") is None:
+        log("6. skipped: redis-server is not installed (apt-get install redis-server)")
+        results["redis"] = None
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+            log("6. the redis backend against the memory backend; two replicas on one Redis")
+            started = time.monotonic()
+            results["redis"] = phase_redis(s, Path(tmp), log)
+            results["redis"]["seconds"] = time.monotonic() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     log(f"written to {args.out}")
@@ -485,6 +766,31 @@ def check(results: dict[str, Any]) -> list[str]:
     for name in ("fixed_rate", "fixed_rate_bare"):
         if t[name]["errors"]:
             problems.append(f"{name} run: {t[name]['errors']} errors")
+    r = results.get("redis")
+    if r:
+        runs = [*r["rounds"], r["one_replica"], r["two_replicas"]]
+        for run in runs:
+            if run["non_2xx"] or run["socket_errors"]:
+                problems.append(f"redis phase: {run['non_2xx']} non-2xx, "
+                                f"{run['socket_errors']} socket errors")
+        for name, outcomes in r["callback_outcomes"].items():
+            bad = {k: v for k, v in outcomes.items() if k != "accepted"}
+            # in the smoke run the few bodies may wrap around: duplicates are expected
+            if results["mode"] == "smoke":
+                bad.pop("duplicate", None)
+            if bad:
+                problems.append(f"redis phase: {name} answered other than 'accepted': {bad}")
+        if r["fixed_rate"]["errors"]:
+            problems.append(f"redis fixed_rate run: {r['fixed_rate']['errors']} errors")
+        for run in (r["one_replica"], r["two_replicas"]):
+            # every answered call counted once cluster-wide, the same on every replica
+            # (wrk stops with requests in flight: those are counted but not answered)
+            # every call a replica accepted counted once cluster-wide, as every replica
+            # reads it
+            counted = run["calls_counted_cluster_wide"]
+            if set(counted) != {run["accepted"]}:
+                problems.append(f"redis phase, {run['replicas']} replica(s): "
+                                f"{run['accepted']} accepted, counted {counted}")
     return problems
 
 

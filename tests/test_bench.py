@@ -54,6 +54,23 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         assert results["instructions"]["exporter_per_request"] > 0
     else:
         assert results["instructions"] is None
+    # Phase 6 starts its own redis-server: the same rule.
+    if shutil.which("redis-server") or os.environ.get("SIGNALWIRE_EXPORTER_REQUIRE_TOOLS"):
+        redis = results["redis"]
+        for backend in ("memory", "redis"):
+            for name in ("rps", "exporter_cpu_us_per_request", "redis_cpu_us_per_request"):
+                assert isinstance(redis["backends"][backend][name], float), (backend, name)
+        assert redis["ratio_cpu_redis_memory"] > 0
+        assert redis["ratio_cpu_with_redis_redis_memory"] > 0
+        assert redis["fixed_rate"]["completed"] > 0 and redis["fixed_rate"]["errors"] == 0
+        assert redis["redis_memory"]["tracked_calls"] > 0
+        # the pair counted every call either replica accepted once, as both replicas read it
+        for run, replicas in (("one_replica", 1), ("two_replicas", 2)):
+            pair = redis[run]
+            assert pair["accepted"] > 0
+            assert pair["calls_counted_cluster_wide"] == [pair["accepted"]] * replicas
+    else:
+        assert results["redis"] is None
 
 
 def test_compiled_floor_experiment_still_imports() -> None:
