@@ -516,11 +516,19 @@ def phase_redis(s: Settings, workdir: Path, log: Callable[[str], None]) -> dict[
                                                                    strict=True))
             redis_cpu = redis_server.cpu_seconds() - redis_before
             requests = sum(r["requests"] for r in runs)
+            # wrk stops with requests in flight: wait until the replicas have answered
+            # them (two equal readings in a row; bounded) before comparing the counts
+            accepted = -1.0
+            for _ in range(50):
+                now_accepted = sum(callback_outcomes(m).get("accepted", 0)
+                                   for m in members) - accepted_before
+                if now_accepted == accepted:
+                    break
+                accepted = now_accepted
+                time.sleep(0.1)
             # the cluster-wide count, read from each member: all must agree
             counted = [sample_total(m, "signalwire_calls_total") - calls_before
                        for m in members]
-            accepted = sum(callback_outcomes(m).get("accepted", 0)
-                           for m in members) - accepted_before
             return {"replicas": len(members), "requests": requests, "accepted": accepted,
                     "rps": sum(r["rps"] for r in runs),
                     "exporter_cpu_us_per_request": exporter_cpu / requests * 1e6,
