@@ -20,6 +20,17 @@ import yaml
 from .conftest import free_port, require_tool, wait_until_ready
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server process: SIGTERM, 10 s to finish, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Service:
     """A server process that logs to a file and answers a readiness URL."""
 
@@ -44,13 +55,7 @@ class Service:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log.close()
 
 
@@ -205,13 +210,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM (Redis finishes its writes), bounded, then SIGKILL."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def restart(self) -> None:
         self.stop()
