@@ -63,12 +63,13 @@ async def process_call(exporter: Exporter, fields: dict[str, str], endpoint: str
     if event.invalid_fields:
         skipped_fields(exporter, endpoint, event.invalid_fields)
     store = exporter.store
-    decision = await store.call(event, store.clock())
+    now = store.clock()
+    decision = await store.call(event, now)
     outcome: Outcome = "duplicate" if decision.duplicate else "accepted"
     if not decision.duplicate:
         exporter.metrics.record_call_event(event, decision)
         if decision.final_status is not None and exporter.prices is not None:
-            exporter.prices.add(event.call_sid, decision.direction, store.clock())
+            exporter.prices.add(event.call_sid, decision.direction, now)
     if event_log.isEnabledFor(exporter.event_level):
         event_log.log(exporter.event_level, "call status", extra={"fields": {
             "endpoint": endpoint, "outcome": outcome, "call_sid": event.call_sid,

@@ -33,8 +33,10 @@ import json
 import logging
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter, Gauge
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -81,13 +83,6 @@ local function observe(P, family, prefix, value, bounds)
   end
   redis.call('HINCRBYFLOAT', P .. 'm:' .. family, prefix .. index, 1)
   redis.call('HINCRBYFLOAT', P .. 'm:' .. family, prefix .. 's', value)
-end
-
-local function read_bounds(at)
-  local n = tonumber(ARGV[at])
-  local bounds = {}
-  for j = 1, n do bounds[j] = tonumber(ARGV[at + j]) end
-  return bounds, at + n + 1
 end
 """
 
@@ -241,16 +236,16 @@ return {0, dir, status, flag(late), final_status, delta, moved, flag(cond.d), fl
         flag(cond.s), tostring(pdd), tostring(tta), sl}
 """.replace("@FINALS@", _FINALS)
 
-# ARGV: prefix, kind, sid, status, now, max_items, is final, is start, is end ('1' or
-# ''), wants, expired family, elapsed family + bounds ('' = the kind is not timed), the
-# operations (see apply_ops).
+# ARGV: prefix, kind, sid, status, now, is final, is start, is end, timed (the kind's
+# start → end time is observed) ('1' or ''), wants, the operations (see apply_ops).
 _ITEM_SCRIPT = _APPLY_OPS + """
 local P, kind, sid, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now, max_items = tonumber(ARGV[5]), tonumber(ARGV[6])
-local is_final, is_start, is_end = ARGV[7] == '1', ARGV[8] == '1', ARGV[9] == '1'
-local wants, expired, elapsed_family = tonumber(ARGV[10]), ARGV[11], ARGV[12]
-local bounds, at = read_bounds(13)
-local ops = ARGV[at]
+local now = tonumber(ARGV[5])
+local is_final, is_start, is_end = ARGV[6] == '1', ARGV[7] == '1', ARGV[8] == '1'
+local timed, wants, ops = ARGV[9] == '1', tonumber(ARGV[10]), ARGV[11]
+-- this exporter's constants (RedisStore fills them in): max_items, expired,
+-- elapsed_family, elapsed_bounds
+@CONSTANTS@
 local key, zkey = P .. 'i:' .. kind .. ':' .. sid, P .. 'items:' .. kind
 
 local st = redis.call('HMGET', key, 'cr', 'fin', 'gr', 'st', 'en', 'tm')
@@ -285,7 +280,7 @@ end
 redis.call('HSET', key, 'gr', bit.bor(granted, wants))
 
 local elapsed = ''
-if elapsed_family ~= '' and not st[6] then
+if timed and not st[6] then
   local start, stop = tonumber(st[4]), tonumber(st[5])
   local changed = true
   if is_start then start = start and math.min(start, now) or now
@@ -298,7 +293,7 @@ if elapsed_family ~= '' and not st[6] then
       redis.call('HSET', key, 'tm', 1)
       if stop >= start then
         elapsed = stop - start
-        observe(P, elapsed_family, '', elapsed, bounds)
+        observe(P, elapsed_family, '', elapsed, elapsed_bounds)
       end
     end
   end
@@ -410,9 +405,9 @@ def _flag(value: object) -> str:
     return "1" if value else ""
 
 
-def _bounds(histogram: PlainHistogram) -> list[str]:
-    finite = [repr(b) for b in histogram.bounds[:-1]]
-    return [str(len(finite)), *finite]
+def _lua_bounds(histogram: PlainHistogram) -> str:
+    """A histogram's finite bounds as a Lua table, for a script's constants."""
+    return "{" + ", ".join(repr(bound) for bound in histogram.bounds[:-1]) + "}"
 
 
 class RedisStore:
@@ -423,8 +418,6 @@ class RedisStore:
     def __init__(self, config: Config, lifecycles: dict[str, Lifecycle],
                  metrics: ExporterMetrics, item_metrics: StatusMetrics,
                  registry: CollectorRegistry) -> None:
-        from prometheus_client import Counter, Gauge
-
         state = config.state
         assert state.redis_url is not None  # parse_config requires it for this backend
         self.config = config
@@ -437,20 +430,23 @@ class RedisStore:
         self.redis: aioredis.Redis = aioredis.from_url(
             state.redis_url, socket_timeout=state.timeout_seconds,
             socket_connect_timeout=state.timeout_seconds, health_check_interval=30)
-        def lua_bounds(histogram: PlainHistogram) -> str:
-            return "{" + ", ".join(repr(bound) for bound in histogram.bounds[:-1]) + "}"
-
-        constants = (
+        call_constants = (
             f"local max_calls, report_size = {config.tracking.max_calls}, "
             f"{config.reports.failed_calls.max_entries}\n"
             f"local gauge, expired = '{metrics.in_progress.name}', '{metrics.expired.name}'\n"
             f"local pdd_family, pdd_bounds = '{metrics.post_dial_delay.name}', "
-            f"{lua_bounds(metrics.post_dial_delay)}\n"
+            f"{_lua_bounds(metrics.post_dial_delay)}\n"
             f"local tta_family, tta_bounds = '{metrics.time_to_answer.name}', "
-            f"{lua_bounds(metrics.time_to_answer)}")
+            f"{_lua_bounds(metrics.time_to_answer)}")
+        elapsed = item_metrics.message_delivery
+        item_constants = (
+            f"local max_items, expired = {config.tracking.max_items}, "
+            f"'{item_metrics.expired.name}'\n"
+            f"local elapsed_family, elapsed_bounds = '{elapsed.name}', {_lua_bounds(elapsed)}")
         self._call_script = self.redis.register_script(
-            _CALL_SCRIPT.replace("@CONSTANTS@", constants))
-        self._item_script = self.redis.register_script(_ITEM_SCRIPT)
+            _CALL_SCRIPT.replace("@CONSTANTS@", call_constants))
+        self._item_script = self.redis.register_script(
+            _ITEM_SCRIPT.replace("@CONSTANTS@", item_constants))
         self._expire_script = self.redis.register_script(_EXPIRE_SCRIPT)
         self._count_once_script = self.redis.register_script(_COUNT_ONCE_SCRIPT)
         self._stale_script = self.redis.register_script(_STALE_SCRIPT)
@@ -698,14 +694,10 @@ class RedisStore:
     async def _item(self, endpoint: str, event: ItemEvent, now: float,
                     wants: int) -> StatusDecision:
         lifecycle = self.lifecycles[endpoint]
-        timed = lifecycle.end is not None
-        elapsed = self.item_metrics.message_delivery
         args: list[str | float | int] = [
             self.prefix, lifecycle.kind, event.sid, event.status, now,
-            self.config.tracking.max_items, _flag(event.status in lifecycle.finals),
-            _flag(event.status in lifecycle.start), _flag(event.status == lifecycle.end),
-            wants, self.item_metrics.expired.name, elapsed.name if timed else "",
-            *(_bounds(elapsed) if timed else ["0"]),
+            _flag(event.status in lifecycle.finals), _flag(event.status in lifecycle.start),
+            _flag(event.status == lifecycle.end), _flag(lifecycle.end is not None), wants,
             _joined(item_ops(self.item_metrics, event, now))]
         result = await self._item_script(args=args)
         self._back()
@@ -819,8 +811,6 @@ def _number(value: bytes | str) -> float | None:
     return float(text) if text else None
 
 
-def _wall(now: float) -> Any:
-    from datetime import UTC, datetime
-
+def _wall(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
