@@ -699,6 +699,34 @@ def machine() -> dict[str, Any]:
             "load_core": sorted(LOAD_CORE) if LOAD_CORE else None}
 
 
+def run_local_phases(s: Settings, before: Path | None, results: dict[str, Any],
+                     log: Callable[[str], None]) -> None:
+    """Phases 1 to 5: everything but the redis backend."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        log("1. throughput (wrk, saturating) and latency at a fixed rate")
+        results["throughput"] = phase_throughput(s, workdir, before, log)
+        t = results["throughput"]
+        log(f"  exporter/bare = {t['ratio_exporter_bare']:.2f} in requests/s, "
+            f"{t['ratio_cpu_bare_exporter']:.2f} in CPU per request (bare/exporter); "
+            f"floor/bare = {t['ratio_floor_bare']:.2f}, "
+            f"exporter/floor = {t['ratio_exporter_floor']:.2f}")
+        if before:
+            log(f"  exporter/before = {t['ratio_exporter_before']:.2f} in requests/s, "
+                f"{t['ratio_cpu_before_exporter']:.2f} in CPU per request (before/exporter)")
+        log("1c. instructions per request (valgrind callgrind; independent of the machine's load)")
+        results["instructions"] = phase_instructions(s, workdir, before, log)
+        log("2. seed-style baseline (Flask + pandas)")
+        results["seed_baseline"] = phase_seed(s, workdir, t["exporter_rps"], log)
+        log(f"  exporter/seed-style = {results['seed_baseline']['ratio_exporter_seed']:.0f}")
+    log("3. call tracker memory")
+    results["memory"] = phase_memory(s, before, log)
+    log("4. /metrics render time")
+    results["render"] = phase_render(s, log)
+    log("5. cost of each pipeline stage per callback (best of 5, no HTTP)")
+    results["stages"] = phase_stages(log)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true",
@@ -707,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="another checkout of the exporter to load alongside, for "
                              "before/after ratios (e.g. git archive main | tar -x -C DIR)")
+    parser.add_argument("--only", choices=("redis",),
+                        help="run one phase alone (redis: phase 6, its memory backend "
+                             "beside it as always)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -718,29 +749,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {"mode": "smoke" if args.smoke else "full",
                                "machine": machine(), "settings": asdict(s)}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
-        log("1. throughput (wrk, saturating) and latency at a fixed rate")
-        results["throughput"] = phase_throughput(s, workdir, args.before, log)
-        t = results["throughput"]
-        log(f"  exporter/bare = {t['ratio_exporter_bare']:.2f} in requests/s, "
-            f"{t['ratio_cpu_bare_exporter']:.2f} in CPU per request (bare/exporter); "
-            f"floor/bare = {t['ratio_floor_bare']:.2f}, "
-            f"exporter/floor = {t['ratio_exporter_floor']:.2f}")
-        if args.before:
-            log(f"  exporter/before = {t['ratio_exporter_before']:.2f} in requests/s, "
-                f"{t['ratio_cpu_before_exporter']:.2f} in CPU per request (before/exporter)")
-        log("1c. instructions per request (valgrind callgrind; independent of the machine's load)")
-        results["instructions"] = phase_instructions(s, workdir, args.before, log)
-        log("2. seed-style baseline (Flask + pandas)")
-        results["seed_baseline"] = phase_seed(s, workdir, t["exporter_rps"], log)
-        log(f"  exporter/seed-style = {results['seed_baseline']['ratio_exporter_seed']:.0f}")
-    log("3. call tracker memory")
-    results["memory"] = phase_memory(s, args.before, log)
-    log("4. /metrics render time")
-    results["render"] = phase_render(s, log)
-    log("5. cost of each pipeline stage per callback (best of 5, no HTTP)")
-    results["stages"] = phase_stages(log)
+    if args.only is None:
+        run_local_phases(s, args.before, results, log)
     if shutil.which("redis-server") is None:
         log("6. skipped: redis-server is not installed (apt-get install redis-server)")
         results["redis"] = None
@@ -762,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
 def check(results: dict[str, Any]) -> list[str]:
     """Things that would make the figures meaningless (not targets: those are in README)."""
     problems = []
-    t = results["throughput"]
+    t = results.get("throughput", {"rounds": [], "callback_outcomes": {}})
     for r in t["rounds"]:
         if r["non_2xx"] or r["socket_errors"]:
             problems.append(f"{r['server']} round {r['round']}: {r['non_2xx']} non-2xx, "
@@ -772,7 +782,7 @@ def check(results: dict[str, Any]) -> list[str]:
         if bad:  # a duplicate means Settings.bodies is too small for the rate; others, a bug
             problems.append(f"{name} answered other than 'accepted': {bad}")
     for name in ("fixed_rate", "fixed_rate_bare"):
-        if t[name]["errors"]:
+        if name in t and t[name]["errors"]:
             problems.append(f"{name} run: {t[name]['errors']} errors")
     r = results.get("redis")
     if r:

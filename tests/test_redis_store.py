@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from exporter.callbacks import LIFECYCLES
+from exporter.calls import Decision
 from exporter.config import Config, parse_config
 from exporter.metrics import ExporterMetrics, Plain, PlainHistogram, StatusMetrics, wants
 from exporter.payloads import (
@@ -157,29 +159,54 @@ def assert_same(memory: Plain, redis: Plain) -> None:
 
 
 async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
-                 sliced: bool = False) -> set[str]:
-    """Apply ``events`` to both stores and compare; the families that got exemplars."""
+                 sliced: bool = False, together: bool = False) -> set[str]:
+    """Apply ``events`` to both stores and compare; the families that got exemplars.
+
+    ``together``: the Redis store gets each run of callbacks between two sweeps, settles
+    or lookups at once, as concurrent requests would (they share round trips), and must
+    still decide each as the memory store did one by one.
+    """
     config = small_config(redis_url, f"test-{uuid.uuid4().hex}:", sliced)
     memory, redis = stores(config)
     await redis.start()
+    pending: list[tuple[Any, Any, asyncio.Task[Any]]] = []
+
+    async def settle_pending() -> None:
+        for event, expected, task in pending:
+            assert await task == expected, event
+        pending.clear()
+
     try:
         now = 1_000.0
         for event, step, sweep in events:
             now += step
+            if isinstance(event, CallEvent | MessageEvent | RecordingEvent | TranscriptionEvent):
+                if isinstance(event, CallEvent):
+                    calls = [store.call(event, now) for store in (memory, redis)]
+                else:
+                    endpoint = ENDPOINT_OF[type(event)]
+                    calls = [store.item(endpoint, event, now, wants(event))
+                             for store in (memory, redis)]
+                if sweep:
+                    await settle_pending()
+                    await memory.expire(now)
+                    await redis.expire(now)
+                expected = await calls[0]
+                if together:
+                    pending.append((event, expected, asyncio.create_task(calls[1])))
+                else:
+                    assert await calls[1] == expected, event
+                continue
+            await settle_pending()
             if sweep:
                 await memory.expire(now)
                 await redis.expire(now)
-            if isinstance(event, tuple) and event[0] == "settle":
+            if event[0] == "settle":
                 got = [await store.settle(*event[1:], now) for store in (memory, redis)]
-            elif isinstance(event, tuple):
-                got = [await store.stale_calls(now, *event[1:]) for store in (memory, redis)]
-            elif isinstance(event, CallEvent):
-                got = [await store.call(event, now) for store in (memory, redis)]
             else:
-                endpoint = ENDPOINT_OF[type(event)]
-                got = [await store.item(endpoint, event, now, wants(event))
-                       for store in (memory, redis)]
+                got = [await store.stale_calls(now, *event[1:]) for store in (memory, redis)]
             assert got[0] == got[1], event
+        await settle_pending()
         await redis.before_scrape()
         assert redis.up._value.get() == 1  # nothing was spooled: the comparison is real
         pairs = zip((*memory.metrics.shared, *memory.item_metrics.shared),
@@ -214,7 +241,8 @@ def test_redis_and_memory_backends_count_the_same(redis_url: str, events: list[A
         for event, _, _ in events:
             if isinstance(event, CallEvent | MessageEvent):
                 event.slice = data.draw(st.sampled_from(SLICES))
-    asyncio.run(replay(redis_url, events + again, sliced))
+    together = data.draw(st.booleans())  # concurrent, sharing round trips, or one by one
+    asyncio.run(replay(redis_url, events + again, sliced, together))
 
 
 def test_a_long_lifecycle_stream_matches_too(redis_url: str) -> None:
@@ -246,6 +274,98 @@ def test_a_final_callback_after_a_settle_is_a_duplicate_in_both(redis_url: str) 
         (call("failed", 3), 1.0, False), (call("completed", 3), 1.0, False),
         (("settle", "c1", "busy", "inbound", None), 1.0, False),
         (("settle", "c9", "busy", "inbound", None), 1.0, False)]))
+
+
+
+def whole_calls(count: int, prefix: str = "b") -> list[tuple[Any, float, bool]]:
+    """``count`` calls, each ringing then completed, interleaved: the events of a busy
+    moment, for the round-trip tests."""
+    return [(CallEvent(call_sid=f"{prefix}{n}", status=status, direction="inbound",
+                       endpoint="voice", sequence_number=seq, call_duration=30 + n), 0.0,
+             False)
+            for seq, status in enumerate(("ringing", "completed")) for n in range(count)]
+
+
+def test_callbacks_handled_together_share_round_trips_and_decide_as_one_by_one(
+        redis_url: str) -> None:
+    events = whole_calls(64)
+
+    async def scenario() -> None:
+        config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
+        memory, redis = stores(config)
+        await redis.start()
+        try:
+            expected = [await memory.call(event, 1_000.0) for event, _, _ in events]
+            got = await asyncio.gather(*(redis.call(event, 1_000.0) for event, _, _ in events))
+            assert list(got) == expected
+            family = "signalwire_exporter_store_pipeline_commands"
+            samples = {s.name: s.value for s in redis._batch.sizes.collect()[0].samples}
+            sent, trips = samples[f"{family}_sum"], samples[f"{family}_count"]
+            assert sent == len(events)  # every script call went, once
+            assert trips < len(events) / 8  # and most of them together
+        finally:
+            await redis.redis.flushdb()
+            await redis.close()
+
+    asyncio.run(scenario())
+
+
+
+def test_callers_that_give_up_while_waiting_do_not_stall_the_others(redis_url: str) -> None:
+    """A waiting caller cancelled (even one just told to send the next round trip) must
+    not leave the others waiting: each round ends, and the batcher is idle after."""
+    async def scenario() -> None:
+        config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
+        _, redis = stores(config)
+        await redis.start()
+        rng = random.Random(7)
+        try:
+            for round_ in range(40):
+                events = whole_calls(12, f"g{round_}-")
+                tasks = [asyncio.create_task(redis.call(e, 1_000.0)) for e, _, _ in events]
+                for _ in range(rng.randint(0, 8)):  # at some point of the first round trip
+                    await asyncio.sleep(0)
+                await asyncio.sleep(rng.choice([0, 0, 1e-4, 3e-4]))  # or a later one
+                for task in rng.sample(tasks, 5):
+                    task.cancel()
+                answers = await asyncio.wait_for(
+                    asyncio.gather(*tasks, return_exceptions=True), 10)
+                for task, answer in zip(tasks, answers, strict=True):
+                    assert task.cancelled() or isinstance(answer, Decision), answer
+            for _ in range(100):  # a leader that gave up spooled its batch: applied soon
+                if not redis._spool and not redis._batch._busy:
+                    break
+                await asyncio.sleep(0.05)
+            assert not redis._spool and not redis._batch._busy and not redis._batch._waiting
+            last = CallEvent(call_sid="last", status="completed", direction="inbound",
+                             endpoint="voice")
+            assert isinstance(await asyncio.wait_for(redis.call(last, 1_000.0), 5), Decision)
+        finally:
+            await redis.redis.flushdb()
+            await redis.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_that_forgot_its_scripts_still_decides_every_callback(redis_url: str) -> None:
+    """A restarted Redis has no scripts loaded: the batch loads them and goes on, nothing
+    spooled (the chaos test restarts a real one; this flushes the script cache)."""
+    async def scenario() -> None:
+        config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
+        _, redis = stores(config)
+        await redis.start()
+        try:
+            events = whole_calls(10, "f")
+            await asyncio.gather(*(redis.call(e, 1_000.0) for e, _, _ in events[:10]))
+            await redis.redis.script_flush()
+            got = await asyncio.gather(*(redis.call(e, 1_000.0) for e, _, _ in events[10:]))
+            assert [d.final_status for d in got] == ["completed"] * 10
+            assert redis.up._value.get() == 1 and redis.errors._value.get() == 0
+        finally:
+            await redis.redis.flushdb()
+            await redis.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_stopping_replica_hands_its_spool_to_redis_once_it_is_back(tmp_path) -> None:
