@@ -546,6 +546,7 @@ class Batcher:
 
     async def close(self) -> None:
         await self._drop_connection()
+        await self.redis.aclose()
 
 
 def pack(commands: list[tuple[Any, ...]], conn: AbstractConnection) -> bytes | list[bytes]:
@@ -605,9 +606,14 @@ class RedisStore:
         self._expire_script = self.redis.register_script(_EXPIRE_SCRIPT)
         self._count_once_script = self.redis.register_script(_COUNT_ONCE_SCRIPT)
         self._stale_script = self.redis.register_script(_STALE_SCRIPT)
-        self._batch = Batcher(self.redis, (self._call_script, self._item_script,
-                                           self._count_once_script), registry,
-                              state.timeout_seconds)
+        # The batcher's connection times out a whole round trip itself: without a socket
+        # timeout of its own, redis-py writes without a task of asyncio.wait_for's.
+        self._batch = Batcher(
+            aioredis.from_url(state.redis_url, socket_timeout=None,
+                              socket_connect_timeout=state.timeout_seconds,
+                              health_check_interval=30),
+            (self._call_script, self._item_script, self._count_once_script), registry,
+            state.timeout_seconds)
         self._spool: deque[tuple[str, Any, float, int]] = deque()
         self._spool_max = state.spool_max_callbacks
         self._drainer: asyncio.Task[None] | None = None
