@@ -475,13 +475,16 @@ def phase_redis(s: Settings, workdir: Path, log: Callable[[str], None]) -> dict[
             log(f"  CPU per request without hiredis / with: "
                 f"{result['ratio_cpu_hiredis_without']:.2f}")
 
-        fixed_bodies = write_bodies(workdir / "redis-fixed.txt", servers["redis"].url,
-                                    int(s.fixed_rate * s.fixed_seconds), seed=2500)
-        fixed = fixed_rate(servers["redis"], fixed_bodies, s.fixed_rate, s.fixed_seconds)
-        result["fixed_rate"] = fixed
-        log(f"  redis backend at a fixed {fixed['target_rps']:.0f} req/s: achieved "
-            f"{fixed['achieved_rps']:.0f}, p50 {fixed['p50_ms']:.2f} ms  "
-            f"p99 {fixed['p99_ms']:.2f} ms  errors {fixed['errors']}")
+        # the fixed rate, the memory backend first as this run's baseline: on a machine
+        # where it misses the p99 target too, the target measures the machine
+        for name, key in (("memory", "fixed_rate_memory"), ("redis", "fixed_rate")):
+            fixed_bodies = write_bodies(workdir / f"{name}-fixed.txt", servers[name].url,
+                                        int(s.fixed_rate * s.fixed_seconds), seed=2500)
+            fixed = fixed_rate(servers[name], fixed_bodies, s.fixed_rate, s.fixed_seconds)
+            result[key] = fixed
+            log(f"  {name} backend at a fixed {fixed['target_rps']:.0f} req/s: achieved "
+                f"{fixed['achieved_rps']:.0f}, p50 {fixed['p50_ms']:.2f} ms  "
+                f"p99 {fixed['p99_ms']:.2f} ms  errors {fixed['errors']}")
 
         # Redis's memory per tracked call: everything the runs left, over the calls kept
         tracked = sum(int(redis_server.client.zcard(f"{state_['key_prefix']}calls"))
@@ -798,8 +801,9 @@ def check(results: dict[str, Any]) -> list[str]:
                 bad.pop("duplicate", None)
             if bad:
                 problems.append(f"redis phase: {name} answered other than 'accepted': {bad}")
-        if r["fixed_rate"]["errors"]:
-            problems.append(f"redis fixed_rate run: {r['fixed_rate']['errors']} errors")
+        for key in ("fixed_rate", "fixed_rate_memory"):
+            if r[key]["errors"]:
+                problems.append(f"redis phase, {key} run: {r[key]['errors']} errors")
         for run in (r["one_replica"], r["two_replicas"]):
             # every answered call counted once cluster-wide, the same on every replica
             # (wrk stops with requests in flight: those are counted but not answered)
