@@ -509,8 +509,9 @@ class Batcher:
         results = await self._pipeline(commands)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:  # a restarted Redis has forgotten the scripts: load them, run those again
-            for script in self.scripts:
-                await self.redis.script_load(script.script)
+            async with asyncio.timeout(self.timeout):  # this client has no socket timeout
+                for script in self.scripts:
+                    await self.redis.script_load(script.script)
             again = await self._pipeline([commands[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
