@@ -12,12 +12,13 @@ SMS relay's one SMS per notification, ``state_info`` and a scrape promtool accep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -47,6 +48,9 @@ from .fake_signalwire import FakeSignalWire, fake_api
 from .test_metrics import check_with_promtool, exemplars_of
 from .test_reports import post
 from .test_sms import BEARER, TO, notification, relay_config
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 __all__ = ["fake_api"]  # the fixture, imported so pytest finds it here
 
@@ -158,6 +162,20 @@ def assert_same(memory: Plain, redis: Plain) -> None:
     assert exemplars(memory) == exemplars(redis), memory.name
 
 
+@contextlib.asynccontextmanager
+async def both_stores(redis_url: str, sliced: bool = False
+                      ) -> AsyncIterator[tuple[MemoryStore, RedisStore]]:
+    """A memory store and a started Redis store under a prefix of their own; the Redis
+    side's keys are gone after."""
+    memory, redis = stores(small_config(redis_url, f"test-{uuid.uuid4().hex}:", sliced))
+    await redis.start()
+    try:
+        yield memory, redis
+    finally:
+        await redis.redis.flushdb()
+        await redis.close()
+
+
 async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
                  sliced: bool = False, together: bool = False) -> set[str]:
     """Apply ``events`` to both stores and compare; the families that got exemplars.
@@ -166,9 +184,6 @@ async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
     or lookups at once, as concurrent requests would (they share round trips), and must
     still decide each as the memory store did one by one.
     """
-    config = small_config(redis_url, f"test-{uuid.uuid4().hex}:", sliced)
-    memory, redis = stores(config)
-    await redis.start()
     pending: list[tuple[Any, Any, asyncio.Task[Any]]] = []
 
     async def settle_pending() -> None:
@@ -176,36 +191,35 @@ async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
             assert await task == expected, event
         pending.clear()
 
-    try:
+    async with both_stores(redis_url, sliced) as (memory, redis):
         now = 1_000.0
         for event, step, sweep in events:
             now += step
-            if isinstance(event, CallEvent | MessageEvent | RecordingEvent | TranscriptionEvent):
-                if isinstance(event, CallEvent):
-                    calls = [store.call(event, now) for store in (memory, redis)]
-                else:
-                    endpoint = ENDPOINT_OF[type(event)]
-                    calls = [store.item(endpoint, event, now, wants(event))
-                             for store in (memory, redis)]
-                if sweep:
-                    await settle_pending()
-                    await memory.expire(now)
-                    await redis.expire(now)
-                expected = await calls[0]
-                if together:
-                    pending.append((event, expected, asyncio.create_task(calls[1])))
-                else:
-                    assert await calls[1] == expected, event
-                continue
-            await settle_pending()
+            callback = isinstance(event, CallEvent | MessageEvent | RecordingEvent
+                                  | TranscriptionEvent)
+            if sweep or not callback:  # a sweep, settle or lookup comes after every callback
+                await settle_pending()
             if sweep:
                 await memory.expire(now)
                 await redis.expire(now)
-            if event[0] == "settle":
-                got = [await store.settle(*event[1:], now) for store in (memory, redis)]
+            if not callback:
+                if event[0] == "settle":
+                    got = [await store.settle(*event[1:], now) for store in (memory, redis)]
+                else:
+                    got = [await store.stale_calls(now, *event[1:])
+                           for store in (memory, redis)]
+                assert got[0] == got[1], event
+                continue
+            if isinstance(event, CallEvent):
+                from_memory, from_redis = (store.call(event, now) for store in (memory, redis))
             else:
-                got = [await store.stale_calls(now, *event[1:]) for store in (memory, redis)]
-            assert got[0] == got[1], event
+                endpoint = ENDPOINT_OF[type(event)]
+                from_memory, from_redis = (store.item(endpoint, event, now, wants(event))
+                                           for store in (memory, redis))
+            if together:
+                pending.append((event, await from_memory, asyncio.create_task(from_redis)))
+            else:
+                assert await from_redis == await from_memory, event
         await settle_pending()
         await redis.before_scrape()
         assert redis.up._value.get() == 1  # nothing was spooled: the comparison is real
@@ -224,9 +238,6 @@ async def replay(redis_url: str, events: list[tuple[Any, float, bool]],
         assert [(r["call_sid"], r["call_status"], r["call_direction"]) for r in rows] == [
             (r["call_sid"], r["call_status"], r["call_direction"]) for r in expected]
         return exemplified
-    finally:
-        await redis.redis.flushdb()
-        await redis.close()
 
 
 @settings(max_examples=150, deadline=None,
@@ -276,7 +287,6 @@ def test_a_final_callback_after_a_settle_is_a_duplicate_in_both(redis_url: str) 
         (("settle", "c9", "busy", "inbound", None), 1.0, False)]))
 
 
-
 def whole_calls(count: int, prefix: str = "b") -> list[tuple[Any, float, bool]]:
     """``count`` calls, each ringing then completed, interleaved: the events of a busy
     moment, for the round-trip tests."""
@@ -291,10 +301,7 @@ def test_callbacks_handled_together_share_round_trips_and_decide_as_one_by_one(
     events = whole_calls(64)
 
     async def scenario() -> None:
-        config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
-        memory, redis = stores(config)
-        await redis.start()
-        try:
+        async with both_stores(redis_url) as (memory, redis):
             expected = [await memory.call(event, 1_000.0) for event, _, _ in events]
             got = await asyncio.gather(*(redis.call(event, 1_000.0) for event, _, _ in events))
             assert list(got) == expected
@@ -303,23 +310,16 @@ def test_callbacks_handled_together_share_round_trips_and_decide_as_one_by_one(
             sent, trips = samples[f"{family}_sum"], samples[f"{family}_count"]
             assert sent == len(events)  # every script call went, once
             assert trips < len(events) / 8  # and most of them together
-        finally:
-            await redis.redis.flushdb()
-            await redis.close()
 
     asyncio.run(scenario())
-
 
 
 def test_callers_that_give_up_while_waiting_do_not_stall_the_others(redis_url: str) -> None:
     """A waiting caller cancelled (even one just told to send the next round trip) must
     not leave the others waiting: each round ends, and the batcher is idle after."""
     async def scenario() -> None:
-        config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
-        _, redis = stores(config)
-        await redis.start()
         rng = random.Random(7)
-        try:
+        async with both_stores(redis_url) as (_, redis):
             for round_ in range(40):
                 events = whole_calls(12, f"g{round_}-")
                 tasks = [asyncio.create_task(redis.call(e, 1_000.0)) for e, _, _ in events]
@@ -340,9 +340,6 @@ def test_callers_that_give_up_while_waiting_do_not_stall_the_others(redis_url: s
             last = CallEvent(call_sid="last", status="completed", direction="inbound",
                              endpoint="voice")
             assert isinstance(await asyncio.wait_for(redis.call(last, 1_000.0), 5), Decision)
-        finally:
-            await redis.redis.flushdb()
-            await redis.close()
 
     asyncio.run(scenario())
 
@@ -351,19 +348,13 @@ def test_a_redis_that_forgot_its_scripts_still_decides_every_callback(redis_url:
     """A restarted Redis has no scripts loaded: the batch loads them and goes on, nothing
     spooled (the chaos test restarts a real one; this flushes the script cache)."""
     async def scenario() -> None:
-        config = small_config(redis_url, f"test-{uuid.uuid4().hex}:")
-        _, redis = stores(config)
-        await redis.start()
-        try:
+        async with both_stores(redis_url) as (_, redis):
             events = whole_calls(10, "f")
             await asyncio.gather(*(redis.call(e, 1_000.0) for e, _, _ in events[:10]))
             await redis.redis.script_flush()
             got = await asyncio.gather(*(redis.call(e, 1_000.0) for e, _, _ in events[10:]))
             assert [d.final_status for d in got] == ["completed"] * 10
             assert redis.up._value.get() == 1 and redis.errors._value.get() == 0
-        finally:
-            await redis.redis.flushdb()
-            await redis.close()
 
     asyncio.run(scenario())
 
